@@ -1,0 +1,515 @@
+//! Exhaustive model check of the scheduling core.
+//!
+//! loom does not fit this design: the core is not a lock-free structure but a
+//! plain state machine behind one mutex, and its interesting races are between
+//! *operations* (push, a worker taking work, finish, close, pause, limit
+//! changes, cancel-all, drainers), each atomic under the lock. So this test
+//! explores every interleaving of those operations for small pools — depth
+//! first, replaying each path from a fresh core, pruning states already seen —
+//! and checks the invariants listed in the core's module docs after every step
+//! and at every terminal state.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{AbortRunning, Core, CoreConfig, CoreJob, Finished, Next};
+use crate::task::drain_book::Ticket;
+use crate::task::id::TaskId;
+use crate::task::output::OutcomeKind;
+
+struct TestJob(TaskId);
+
+impl CoreJob for TestJob {
+    fn id(&self) -> TaskId {
+        self.0
+    }
+    fn name(&self) -> Option<&Arc<str>> {
+        None
+    }
+    fn abort_handle(&self) -> Option<Arc<dyn AbortRunning>> {
+        None
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Op {
+    Spawn,
+    /// The awake worker in this slot looks for work.
+    Look(usize),
+    /// The worker in this slot finishes its task this way, then looks again.
+    Finish(usize, Kind),
+    Close,
+    Pause,
+    Resume,
+    SetMax(usize),
+    CancelAll,
+    FinishCancelled,
+    DrainBegin,
+    DrainPoll,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Ok,
+    Err,
+    Cancelled,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Worker {
+    Awake,
+    Parked,
+    Running(u64),
+    Exited,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum TaskState {
+    Queued,
+    Running,
+    Cancelling,
+    Done,
+    Rejected,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Drainer {
+    None,
+    Waiting(TicketKey),
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TicketKey(u64);
+
+struct Scenario {
+    tasks: u64,
+    max_concurrency: usize,
+    capacity: usize,
+    ops_allowed: &'static [Op],
+}
+
+/// One run of the model, driven by a sequence of operations.
+struct Model {
+    core: Core<TestJob>,
+    now: Instant,
+    workers: Vec<(Worker, Option<Arc<Notify>>)>,
+    tasks: Vec<TaskState>,
+    room: usize,
+    used: Vec<Op>,
+    cancelled_out: Vec<TestJob>,
+    drainer: Drainer,
+    ticket: Option<Ticket>,
+    reported: u64,
+    max_ever: usize,
+}
+
+impl Model {
+    fn new(s: &Scenario) -> Self {
+        Model {
+            core: Core::new(CoreConfig {
+                max_concurrency: s.max_concurrency,
+                default_priority: 0,
+                max_reported_failures: 100,
+                max_runtime: None,
+                stall_timeout: None,
+                rate: None,
+            }),
+            now: Instant::now(),
+            workers: Vec::new(),
+            tasks: Vec::new(),
+            room: s.capacity,
+            used: Vec::new(),
+            cancelled_out: Vec::new(),
+            drainer: Drainer::None,
+            ticket: None,
+            reported: 0,
+            max_ever: s.max_concurrency,
+        }
+    }
+
+    fn once(&self, op: Op) -> bool {
+        !self.used.contains(&op)
+    }
+
+    fn enabled(&self, s: &Scenario) -> Vec<Op> {
+        let mut ops = Vec::new();
+        if (self.tasks.len() as u64) < s.tasks && (self.room > 0 || self.core.is_closed()) {
+            ops.push(Op::Spawn);
+        }
+        for (slot, (w, _)) in self.workers.iter().enumerate() {
+            match w {
+                Worker::Awake => ops.push(Op::Look(slot)),
+                Worker::Running(_) => {
+                    for kind in [Kind::Ok, Kind::Err, Kind::Cancelled] {
+                        ops.push(Op::Finish(slot, kind));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !self.cancelled_out.is_empty() {
+            ops.push(Op::FinishCancelled);
+        }
+        for &op in s.ops_allowed {
+            let ok = match op {
+                Op::Resume => self.used.contains(&Op::Pause) && self.once(op),
+                Op::DrainPoll => matches!(self.drainer, Drainer::Waiting(_)),
+                Op::DrainBegin => self.drainer == Drainer::None,
+                _ => self.once(op),
+            };
+            if ok {
+                ops.push(op);
+            }
+        }
+        ops
+    }
+
+    fn add_workers(&mut self, new: Vec<super::NewWorker>) {
+        for w in new {
+            if w.slot >= self.workers.len() {
+                self.workers.resize(w.slot + 1, (Worker::Exited, None));
+            }
+            assert_eq!(
+                self.workers[w.slot].0,
+                Worker::Exited,
+                "slot reused while live"
+            );
+            self.workers[w.slot] = (Worker::Awake, Some(w.notify));
+        }
+    }
+
+    fn look(&mut self, slot: usize) {
+        match self.core.next_for_worker(slot, self.now) {
+            Next::Run(job) => {
+                let id = job.0 .0;
+                assert_eq!(
+                    self.tasks[id as usize],
+                    TaskState::Queued,
+                    "task {id} started twice"
+                );
+                self.tasks[id as usize] = TaskState::Running;
+                self.workers[slot].0 = Worker::Running(id);
+                self.room += 1;
+            }
+            Next::Park => self.workers[slot].0 = Worker::Parked,
+            Next::Exit => self.workers[slot] = (Worker::Exited, None),
+            Next::WaitUntil(_) => unreachable!("no rate limit in the model"),
+        }
+    }
+
+    fn apply(&mut self, op: Op) {
+        self.used.push(op);
+        match op {
+            Op::Spawn => {
+                let id = self.tasks.len() as u64;
+                // Priorities alternate so ordering is exercised.
+                match self
+                    .core
+                    .push((id % 2) as i32, TestJob(TaskId(id)), self.now)
+                {
+                    Ok(fx) => {
+                        assert!(self.room > 0);
+                        self.room -= 1;
+                        self.tasks.push(TaskState::Queued);
+                        self.add_workers(fx.new_workers);
+                    }
+                    Err(job) => {
+                        assert!(self.core.is_closed());
+                        assert_eq!(job.0 .0, id, "the refused job is given back");
+                        self.tasks.push(TaskState::Rejected);
+                    }
+                }
+            }
+            Op::Look(slot) => self.look(slot),
+            Op::Finish(slot, kind) => {
+                let Worker::Running(id) = self.workers[slot].0 else {
+                    unreachable!()
+                };
+                let kind = match kind {
+                    Kind::Ok => OutcomeKind::Completed,
+                    Kind::Err => OutcomeKind::Failed,
+                    Kind::Cancelled => OutcomeKind::Cancelled,
+                };
+                let fx = self.core.finish(
+                    slot,
+                    Finished {
+                        id: TaskId(id),
+                        name: None,
+                        kind,
+                        message: Some("x".into()),
+                    },
+                    self.now,
+                );
+                self.tasks[id as usize] = TaskState::Done;
+                self.add_workers(fx.new_workers);
+                self.workers[slot].0 = Worker::Awake;
+                self.look(slot); // the real worker does both under one lock
+            }
+            Op::Close => {
+                let fx = self.core.close().1;
+                self.add_workers(fx.new_workers);
+            }
+            Op::Pause => {
+                let fx = self.core.set_paused(true, self.now).1;
+                self.add_workers(fx.new_workers);
+            }
+            Op::Resume => {
+                let fx = self.core.set_paused(false, self.now).1;
+                self.add_workers(fx.new_workers);
+            }
+            Op::SetMax(n) => {
+                self.max_ever = self.max_ever.max(n);
+                let fx = self.core.set_max_concurrency(n).1;
+                self.add_workers(fx.new_workers);
+            }
+            Op::CancelAll => {
+                let c = self.core.cancel_all();
+                for job in &c.queued {
+                    self.tasks[job.0 .0 as usize] = TaskState::Cancelling;
+                }
+                self.room += c.queued.len();
+                self.cancelled_out.extend(c.queued);
+            }
+            Op::FinishCancelled => {
+                let done: Vec<Finished> = self
+                    .cancelled_out
+                    .drain(..)
+                    .map(|j| Finished {
+                        id: j.0,
+                        name: None,
+                        kind: OutcomeKind::Cancelled,
+                        message: None,
+                    })
+                    .collect();
+                for f in &done {
+                    self.tasks[f.id.0 as usize] = TaskState::Done;
+                }
+                let fx = self.core.finish_cancelled(done);
+                self.add_workers(fx.new_workers);
+            }
+            Op::DrainBegin => match self.core.begin_drain(false) {
+                Ok(outcome) => {
+                    self.reported += outcome.expect("no deadline in the model").total();
+                    self.drainer = Drainer::Done;
+                }
+                Err(ticket) => {
+                    self.ticket = Some(ticket);
+                    self.drainer = Drainer::Waiting(TicketKey(self.core.drain_key(ticket)));
+                }
+            },
+            Op::DrainPoll => {
+                let ticket = self.ticket.expect("waiting");
+                if let Some(outcome) = self.core.poll_drain(ticket) {
+                    self.reported += outcome.expect("no deadline in the model").total();
+                    self.drainer = Drainer::Done;
+                }
+            }
+        }
+        // A parked worker whose Notify holds a permit is as good as awake.
+        for (w, notify) in &mut self.workers {
+            if *w == Worker::Parked && notify.as_ref().unwrap().notified().now_or_never().is_some()
+            {
+                *w = Worker::Awake;
+            }
+        }
+        self.check();
+    }
+
+    fn count(&self, pred: impl Fn(&Worker) -> bool) -> usize {
+        self.workers.iter().filter(|(w, _)| pred(w)).count()
+    }
+
+    fn check(&self) {
+        let running = self.count(|w| matches!(w, Worker::Running(_)));
+        let awake = self.count(|w| *w == Worker::Awake);
+        let parked = self.count(|w| *w == Worker::Parked);
+        let live = self.workers.len() - self.count(|w| *w == Worker::Exited);
+        let path = &self.used;
+        assert_eq!(self.core.running(), running, "running count, path {path:?}");
+        assert_eq!(self.core.workers(), live, "worker count, path {path:?}");
+        assert!(
+            running <= self.max_ever,
+            "concurrency exceeded, path {path:?}"
+        );
+        assert!(live <= self.max_ever, "too many workers, path {path:?}");
+        let queued = self
+            .tasks
+            .iter()
+            .filter(|t| **t == TaskState::Queued)
+            .count();
+        assert_eq!(self.core.queued(), queued, "queue length, path {path:?}");
+        if queued > 0 && !self.core.is_paused() {
+            // Someone is on the way to the queue, or every allowed worker is busy.
+            let staffed =
+                awake > 0 || (parked == 0 && live >= self.core.max_concurrency() && running > 0);
+            assert!(
+                staffed,
+                "lost wake-up: {queued} queued, workers {:?}, path {path:?}",
+                self.workers
+            );
+        }
+        let in_flight = queued + running + self.cancelled_out.len();
+        assert_eq!(
+            self.core.is_idle(),
+            in_flight == 0,
+            "idle flag, path {path:?}"
+        );
+    }
+
+    fn check_terminal(&mut self, s: &Scenario) {
+        let path = self.used.clone();
+        assert!(self.core.is_idle(), "stuck with work left, path {path:?}");
+        assert!(
+            self.tasks
+                .iter()
+                .all(|t| matches!(t, TaskState::Done | TaskState::Rejected)),
+            "a task never ended, path {path:?}"
+        );
+        assert_eq!(self.tasks.len() as u64, s.tasks);
+        let done = self.tasks.iter().filter(|t| **t == TaskState::Done).count() as u64;
+        let totals = self.core.totals();
+        let counted = totals.completed
+            + totals.failed
+            + totals.cancelled
+            + totals.panicked
+            + totals.timed_out;
+        assert_eq!(
+            counted, done,
+            "each accepted task counted exactly once, path {path:?}"
+        );
+        if let Drainer::Waiting(_) = self.drainer {
+            panic!("a drainer was left waiting on an idle pool, path {path:?}");
+        }
+        // Whatever no drain took is still pending: nothing is lost.
+        let rest = self
+            .core
+            .begin_drain(false)
+            .ok()
+            .expect("idle")
+            .expect("no deadline");
+        assert_eq!(
+            self.reported + rest.total(),
+            done,
+            "reports lost tasks, path {path:?}"
+        );
+        if self.core.is_closed() {
+            assert_eq!(
+                self.core.workers(),
+                0,
+                "workers outlived a closed, idle pool, path {path:?}"
+            );
+        }
+    }
+
+    fn key(&self) -> (Vec<Worker>, Vec<TaskState>, Vec<Op>, usize, Drainer, usize) {
+        let mut used = self.used.clone();
+        used.retain(|op| !matches!(op, Op::Spawn | Op::Look(_) | Op::Finish(..) | Op::DrainPoll));
+        used.sort_by_key(|op| format!("{op:?}"));
+        (
+            self.workers.iter().map(|(w, _)| *w).collect(),
+            self.tasks.clone(),
+            used,
+            self.room,
+            self.drainer,
+            self.cancelled_out.len(),
+        )
+    }
+}
+
+/// Explores every interleaving; returns the number of distinct states.
+fn explore(s: &Scenario) -> usize {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<Vec<Op>> = vec![Vec::new()];
+    let mut terminals = 0;
+    while let Some(path) = stack.pop() {
+        let mut m = Model::new(s);
+        for &op in &path {
+            m.apply(op);
+        }
+        if !seen.insert(m.key()) {
+            continue;
+        }
+        let mut ops = m.enabled(s);
+        // A waiting drainer polls last; if it is the only thing left, it must succeed.
+        if ops.iter().all(|op| *op == Op::DrainPoll) {
+            if !ops.is_empty() {
+                let mut m2 = Model::new(s);
+                for &op in &path {
+                    m2.apply(op);
+                }
+                m2.apply(Op::DrainPoll);
+                ops.clear();
+                m = m2;
+            }
+            m.check_terminal(s);
+            terminals += 1;
+            continue;
+        }
+        for op in ops {
+            let mut next = path.clone();
+            next.push(op);
+            stack.push(next);
+        }
+    }
+    assert!(terminals > 0);
+    seen.len()
+}
+
+#[test]
+fn model_basic_spawn_finish_drain() {
+    let states = explore(&Scenario {
+        tasks: 3,
+        max_concurrency: 2,
+        capacity: 2,
+        ops_allowed: &[Op::DrainBegin, Op::DrainPoll],
+    });
+    assert!(states > 100, "explored {states} states");
+}
+
+#[test]
+fn model_close_pause_resume() {
+    explore(&Scenario {
+        tasks: 3,
+        max_concurrency: 2,
+        capacity: 2,
+        ops_allowed: &[
+            Op::Close,
+            Op::Pause,
+            Op::Resume,
+            Op::DrainBegin,
+            Op::DrainPoll,
+        ],
+    });
+}
+
+#[test]
+fn model_limit_changes() {
+    explore(&Scenario {
+        tasks: 3,
+        max_concurrency: 2,
+        capacity: 3,
+        ops_allowed: &[
+            Op::SetMax(1),
+            Op::SetMax(3),
+            Op::Pause,
+            Op::Resume,
+            Op::DrainBegin,
+            Op::DrainPoll,
+        ],
+    });
+}
+
+#[test]
+fn model_cancel_all_and_close() {
+    explore(&Scenario {
+        tasks: 3,
+        max_concurrency: 1,
+        capacity: 3,
+        ops_allowed: &[Op::CancelAll, Op::Close, Op::DrainBegin, Op::DrainPoll],
+    });
+}

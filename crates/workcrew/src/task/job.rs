@@ -1,0 +1,433 @@
+//! A queued task: its future, its options, and the slot its handle reads.
+//!
+//! # Implementation notes
+//!
+//! A task costs two allocations: the boxed [`Job`] (the future itself plus its
+//! options) that the queue and then a worker own, and the [`Completion`] shared
+//! with the [`TaskHandle`]. The handle's side is a mutex-guarded result slot; the
+//! abort side is lock-free: an atomic `phase` (started bit + cancel reason) and
+//! an `AtomicWaker` for the worker that polls the task.
+//!
+//! Every accepted job delivers exactly one result: `Delivery` is a drop guard,
+//! so a job dropped without finishing (its runtime shut down) still resolves
+//! its handle as cancelled.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures::task::AtomicWaker;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::core::{AbortRunning, CoreJob, Finished};
+use super::id::TaskId;
+use super::output::{
+    panic_message, CancelReason, OutcomeKind, PanicPayload, TaskError, TaskOutput,
+};
+
+/// Options a job carries.
+pub(crate) struct Header {
+    pub(crate) id: TaskId,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) priority: i32,
+    pub(crate) enqueued: Instant,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) token: Option<CancellationToken>,
+}
+
+type TaskResult<T, E> = Result<T, TaskError<E>>;
+
+// `phase` bits: STARTED, then the cancel reason in the bits above it.
+const STARTED: u8 = 1;
+const REASON_SHIFT: u8 = 1;
+
+fn encode(reason: CancelReason) -> u8 {
+    let code = match reason {
+        CancelReason::Aborted => 1,
+        CancelReason::Token => 2,
+        CancelReason::Shutdown => 3,
+        CancelReason::RuntimeLimit => 4,
+    };
+    code << REASON_SHIFT
+}
+
+fn decode(phase: u8) -> Option<CancelReason> {
+    match phase >> REASON_SHIFT {
+        0 => None,
+        1 => Some(CancelReason::Aborted),
+        2 => Some(CancelReason::Token),
+        3 => Some(CancelReason::Shutdown),
+        _ => Some(CancelReason::RuntimeLimit),
+    }
+}
+
+struct Slot<T, E> {
+    result: Option<TaskResult<T, E>>,
+    waker: Option<Waker>,
+    /// A result was delivered (it may since have been taken).
+    delivered: bool,
+    /// The handle was dropped: results are discarded.
+    detached: bool,
+}
+
+/// What a job and its handle share.
+pub(crate) struct Completion<T, E> {
+    slot: Mutex<Slot<T, E>>,
+    phase: AtomicU8,
+    run_waker: AtomicWaker,
+}
+
+impl<T, E> Completion<T, E> {
+    fn new() -> Self {
+        Completion {
+            slot: Mutex::new(Slot {
+                result: None,
+                waker: None,
+                delivered: false,
+                detached: false,
+            }),
+            phase: AtomicU8::new(0),
+            run_waker: AtomicWaker::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot<T, E>> {
+        // Nothing panics while holding this lock; survive poisoning anyway.
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Delivers the task's result once; later deliveries are ignored.
+    fn deliver(&self, result: TaskResult<T, E>) {
+        let mut slot = self.lock();
+        if slot.delivered {
+            return;
+        }
+        slot.delivered = true;
+        if slot.detached {
+            drop(slot);
+            drop(result);
+            return;
+        }
+        slot.result = Some(result);
+        let waker = slot.waker.take();
+        drop(slot);
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Marks the task cancelled for `reason`; returns the phase before.
+    fn request_cancel(&self, reason: CancelReason) -> u8 {
+        let mut phase = self.phase.load(Ordering::Acquire);
+        loop {
+            if decode(phase).is_some() {
+                return phase; // the first reason wins
+            }
+            match self.phase.compare_exchange_weak(
+                phase,
+                phase | encode(reason),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(before) => return before,
+                Err(now) => phase = now,
+            }
+        }
+    }
+
+    fn cancel_reason(&self) -> Option<CancelReason> {
+        decode(self.phase.load(Ordering::Acquire))
+    }
+}
+
+impl<T: Send, E: Send> AbortRunning for Completion<T, E> {
+    fn abort(&self, reason: CancelReason) {
+        let before = self.request_cancel(reason);
+        if before & STARTED == 0 && decode(before).is_none() {
+            // Still queued: resolve the handle now; the worker that pops the
+            // job will count it without running it.
+            self.deliver(Err(TaskError::Cancelled(reason)));
+        }
+        self.run_waker.wake();
+    }
+}
+
+/// Delivers `Cancelled(Shutdown)` if the job is dropped without finishing.
+struct Delivery<T, E> {
+    completion: Arc<Completion<T, E>>,
+    done: bool,
+}
+
+impl<T, E> Delivery<T, E> {
+    fn deliver(&mut self, result: TaskResult<T, E>) {
+        self.done = true;
+        self.completion.deliver(result);
+    }
+}
+
+impl<T, E> Drop for Delivery<T, E> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.completion
+                .deliver(Err(TaskError::Cancelled(CancelReason::Shutdown)));
+        }
+    }
+}
+
+pin_project! {
+    /// A task in the queue or on a worker. `Fut` resolves to the split output.
+    pub(crate) struct Job<Fut, T, E> {
+        header: Header,
+        delivery: Delivery<T, E>,
+        describe: fn(&E) -> String,
+        timer: Option<Pin<Box<Sleep>>>,
+        cancelled: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+        #[pin]
+        fut: Fut,
+    }
+}
+
+/// Makes a job and the handle that reads its result.
+#[allow(clippy::type_complexity)] // a pair of the two halves, named below
+pub(crate) fn new_job<Fut, O>(
+    header: Header,
+    fut: Fut,
+) -> (Box<Job<Fut, O::Ok, O::Err>>, TaskHandle<O>)
+where
+    O: TaskOutput,
+    Fut: Future<Output = Result<O::Ok, O::Err>> + Send + 'static,
+{
+    let completion = Arc::new(Completion::new());
+    let handle = TaskHandle {
+        id: header.id,
+        completion: Arc::clone(&completion),
+    };
+    let job = Box::new(Job {
+        header,
+        delivery: Delivery {
+            completion,
+            done: false,
+        },
+        describe: O::describe,
+        timer: None,
+        cancelled: None,
+        fut,
+    });
+    (job, handle)
+}
+
+impl<Fut, T, E> Job<Fut, T, E> {
+    /// The future of a job that was never accepted.
+    pub(crate) fn into_future(self) -> Fut {
+        let mut delivery = self.delivery;
+        // Its handle is dropped unseen; do not resolve it.
+        delivery.done = true;
+        self.fut
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        &self.header
+    }
+}
+
+/// A job with its types erased, as the queue holds it.
+pub(crate) trait ErasedJob: Send {
+    fn header(&self) -> &Header;
+    /// Runs the job; resolves once with how it ended (the handle has its result).
+    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished>;
+    /// Ends a job that will not run (it was queued when the pool cancelled it).
+    fn cancel(self: Pin<&mut Self>, reason: CancelReason) -> Finished;
+    fn abort_handle(&self) -> Arc<dyn AbortRunning>;
+}
+
+pub(crate) type BoxJob = Pin<Box<dyn ErasedJob>>;
+
+impl CoreJob for BoxJob {
+    fn id(&self) -> TaskId {
+        self.header().id
+    }
+
+    fn name(&self) -> Option<&Arc<str>> {
+        self.header().name.as_ref()
+    }
+
+    fn abort_handle(&self) -> Option<Arc<dyn AbortRunning>> {
+        Some(ErasedJob::abort_handle(&**self))
+    }
+}
+
+fn finished(header: &Header, kind: OutcomeKind, message: Option<String>) -> Finished {
+    Finished {
+        id: header.id,
+        name: header.name.clone(),
+        kind,
+        message,
+    }
+}
+
+impl<Fut, T, E> ErasedJob for Job<Fut, T, E>
+where
+    Fut: Future<Output = Result<T, E>> + Send,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished> {
+        let this = self.project();
+        let completion = &this.delivery.completion;
+        let phase = completion.phase.fetch_or(STARTED, Ordering::AcqRel);
+        if let Some(reason) = decode(phase) {
+            this.delivery.deliver(Err(TaskError::Cancelled(reason)));
+            return Poll::Ready(finished(this.header, OutcomeKind::Cancelled, None));
+        }
+        if let Some(token) = &this.header.token {
+            let cancelled = this
+                .cancelled
+                .get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
+            if cancelled.as_mut().poll(cx).is_ready() {
+                this.delivery
+                    .deliver(Err(TaskError::Cancelled(CancelReason::Token)));
+                return Poll::Ready(finished(this.header, OutcomeKind::Cancelled, None));
+            }
+        }
+        if let Some(timeout) = this.header.timeout {
+            this.timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        }
+
+        match catch_unwind(AssertUnwindSafe(|| this.fut.poll(cx))) {
+            Ok(Poll::Ready(Ok(value))) => {
+                this.delivery.deliver(Ok(value));
+                Poll::Ready(finished(this.header, OutcomeKind::Completed, None))
+            }
+            Ok(Poll::Ready(Err(err))) => {
+                let message = (this.describe)(&err);
+                this.delivery.deliver(Err(TaskError::Failed(err)));
+                Poll::Ready(finished(this.header, OutcomeKind::Failed, Some(message)))
+            }
+            Err(payload) => {
+                let message = panic_message(&*payload)
+                    .unwrap_or("<non-string panic payload>")
+                    .to_owned();
+                this.delivery
+                    .deliver(Err(TaskError::Panicked(PanicPayload::new(payload))));
+                Poll::Ready(finished(this.header, OutcomeKind::Panicked, Some(message)))
+            }
+            Ok(Poll::Pending) => {
+                if let Some(timer) = this.timer {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        let timeout = this.header.timeout.unwrap_or_default();
+                        this.delivery.deliver(Err(TaskError::TimedOut));
+                        let message = format!("timed out after {timeout:?}");
+                        return Poll::Ready(finished(
+                            this.header,
+                            OutcomeKind::TimedOut,
+                            Some(message),
+                        ));
+                    }
+                }
+                // Register for abort, then look again so an abort that raced
+                // the registration is not missed.
+                completion.run_waker.register(cx.waker());
+                if let Some(reason) = completion.cancel_reason() {
+                    this.delivery.deliver(Err(TaskError::Cancelled(reason)));
+                    return Poll::Ready(finished(this.header, OutcomeKind::Cancelled, None));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn cancel(self: Pin<&mut Self>, reason: CancelReason) -> Finished {
+        let this = self.project();
+        this.delivery.completion.request_cancel(reason);
+        // The reason recorded first wins (e.g. an earlier abort).
+        let reason = this.delivery.completion.cancel_reason().unwrap_or(reason);
+        this.delivery.deliver(Err(TaskError::Cancelled(reason)));
+        finished(this.header, OutcomeKind::Cancelled, None)
+    }
+
+    fn abort_handle(&self) -> Arc<dyn AbortRunning> {
+        self.delivery.completion.clone()
+    }
+}
+
+/// Awaits a task's result; [`abort`](Self::abort) cancels it.
+///
+/// Resolves to `Ok(value)` or the [`TaskError`] that ended the task.
+///
+/// Dropping the handle *detaches* the task: it keeps running, and if it fails
+/// the failure still reaches the next [`DrainReport`](super::DrainReport).
+///
+/// # Panics
+///
+/// Polling the handle again after it resolved panics.
+pub struct TaskHandle<O: TaskOutput> {
+    id: TaskId,
+    completion: Arc<Completion<O::Ok, O::Err>>,
+}
+
+impl<O: TaskOutput> TaskHandle<O> {
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Cancels the task. A queued task is removed from consideration and its
+    /// handle resolves at once; a running one stops at its next wake-up (an
+    /// `.await` point). Either resolves to
+    /// [`TaskError::Cancelled`]`(`[`CancelReason::Aborted`]`)`, unless the task
+    /// had already ended.
+    pub fn abort(&self) {
+        self.completion.abort(CancelReason::Aborted);
+    }
+
+    /// Whether the task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.completion.lock().delivered
+    }
+}
+
+impl<O: TaskOutput> Future for TaskHandle<O> {
+    type Output = Result<O::Ok, TaskError<O::Err>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = self.completion.lock();
+        if let Some(result) = slot.result.take() {
+            return Poll::Ready(result);
+        }
+        assert!(!slot.delivered, "TaskHandle polled after it resolved");
+        match &slot.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => slot.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<O: TaskOutput> Drop for TaskHandle<O> {
+    fn drop(&mut self) {
+        let mut slot = self.completion.lock();
+        slot.detached = true;
+        let result = slot.result.take();
+        drop(slot);
+        drop(result);
+    }
+}
+
+impl<O: TaskOutput> std::fmt::Debug for TaskHandle<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,295 @@
+//! The state every handle, worker and the supervisor share.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+use super::builder::{Config, DrainMode};
+use super::core::{Cancellation, Core, CoreConfig, Effects, Finished};
+use super::drain_book::DrainOutcome;
+use super::error::DrainError;
+use super::events::{EventHub, PoolEvent};
+use super::id::TaskId;
+use super::job::{BoxJob, Header, Job};
+use super::output::{CancelReason, OutcomeKind};
+use super::rate::Gcra;
+use super::stats::{Latency, PoolStats};
+use super::{supervisor, worker};
+
+/// What the pool mutex guards.
+pub(crate) struct State {
+    pub(crate) core: Core<BoxJob>,
+    pub(crate) wait_time: Latency,
+    pub(crate) run_time: Latency,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    state: Mutex<State>,
+    /// One permit per free queue place; closed when the pool closes.
+    pub(crate) queue_room: Semaphore,
+    /// Drainers wait here for an outcome to be published.
+    drained: Notify,
+    supervisor_wake: Arc<Notify>,
+    supervisor_started: AtomicBool,
+    pub(crate) events: EventHub,
+    next_id: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    /// The runtime seen at build or first spawn, for spawns made outside one.
+    runtime: Mutex<Option<Handle>>,
+}
+
+impl Shared {
+    pub(crate) fn new(mut config: Config) -> Self {
+        config.queue_capacity = config.queue_capacity.min(Semaphore::MAX_PERMITS);
+        let core = Core::new(CoreConfig {
+            max_concurrency: config.max_concurrency,
+            default_priority: config.default_priority,
+            max_reported_failures: config.max_reported_failures,
+            max_runtime: config.max_runtime,
+            stall_timeout: config.stall_timeout,
+            rate: config.rate_limit.map(Gcra::new),
+        });
+        Shared {
+            queue_room: Semaphore::new(config.queue_capacity),
+            config,
+            state: Mutex::new(State {
+                core,
+                wait_time: Latency::new(),
+                run_time: Latency::new(),
+            }),
+            drained: Notify::new(),
+            supervisor_wake: Arc::new(Notify::new()),
+            supervisor_started: AtomicBool::new(false),
+            events: EventHub::new(),
+            next_id: AtomicU64::new(1),
+            retried: AtomicU64::new(0),
+            runtime: Mutex::new(Handle::try_current().ok()),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // No user code runs under this lock; a poisoned lock only means one of
+        // our own invariant checks failed, and the state is still the best we have.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn next_id(&self) -> TaskId {
+        TaskId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(crate) fn header(&self, name: Option<Arc<str>>, priority: Option<i32>) -> Header {
+        Header {
+            id: self.next_id(),
+            name,
+            priority: priority.unwrap_or(self.config.default_priority),
+            enqueued: Instant::now(),
+            timeout: self.config.task_timeout,
+            token: None,
+        }
+    }
+
+    /// Queues a job whose queue place is already reserved; gives it back if
+    /// the pool closed meanwhile.
+    pub(crate) fn push<Fut, T, E>(
+        self: &Arc<Self>,
+        job: Box<Job<Fut, T, E>>,
+    ) -> Result<(), Box<Job<Fut, T, E>>>
+    where
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let priority = job.header().priority;
+        let fx = {
+            let mut st = self.lock();
+            if st.core.is_closed() {
+                return Err(job);
+            }
+            let erased: BoxJob = Box::into_pin(job);
+            match st.core.push(priority, erased, Instant::now()) {
+                Ok(fx) => fx,
+                Err(_) => unreachable!("checked open under the same lock"),
+            }
+        };
+        self.apply(fx);
+        Ok(())
+    }
+
+    /// Carries out what the core asked for, outside the lock.
+    pub(crate) fn apply(self: &Arc<Self>, fx: Effects) {
+        if !fx.new_workers.is_empty() {
+            let rt = self.runtime();
+            for w in fx.new_workers {
+                rt.spawn(worker::run(Arc::clone(self), w.slot, w.notify));
+            }
+        }
+        if fx.became_busy && self.needs_supervisor() {
+            if !self.supervisor_started.swap(true, Ordering::AcqRel) {
+                self.runtime().spawn(supervisor::run(
+                    Arc::downgrade(self),
+                    Arc::clone(&self.supervisor_wake),
+                ));
+            }
+            self.supervisor_wake.notify_one();
+        }
+        if fx.became_idle {
+            self.events.send(PoolEvent::Idle);
+            self.supervisor_wake.notify_one();
+        }
+        if fx.wake_drainers {
+            self.drained.notify_waiters();
+        }
+    }
+
+    fn needs_supervisor(&self) -> bool {
+        self.config.max_runtime.is_some() || self.config.stall_timeout.is_some()
+    }
+
+    /// The runtime to start workers on: the caller's, else the one seen before.
+    ///
+    /// # Panics
+    ///
+    /// If there is neither.
+    fn runtime(&self) -> Handle {
+        let mut saved = self.runtime.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Ok(current) = Handle::try_current() {
+            *saved = Some(current.clone());
+            return current;
+        }
+        saved
+            .clone()
+            .expect("workcrew TaskPool: the first task must be spawned from inside a tokio runtime")
+    }
+
+    /// Stops intake (idempotent).
+    pub(crate) fn close_intake(self: &Arc<Self>) {
+        let (first, fx) = self.lock().core.close();
+        if first {
+            self.queue_room.close();
+            self.events.send(PoolEvent::Closed);
+            self.supervisor_wake.notify_one();
+        }
+        self.apply(fx);
+    }
+
+    /// Waits for the next outcome a drainer must hear (see `drain_book`).
+    ///
+    /// Cancel safe: dropping the future withdraws the waiter and hands an
+    /// unread report back.
+    pub(crate) async fn wait_drained(self: &Arc<Self>) -> DrainOutcome {
+        let handoff = self.config.drain_mode == DrainMode::HandOff;
+        let ticket = match self.lock().core.begin_drain(handoff) {
+            Ok(outcome) => return outcome,
+            Err(ticket) => ticket,
+        };
+        if handoff {
+            self.drained.notify_waiters(); // older waiters: look again
+        }
+        let mut guard = DrainGuard {
+            shared: self,
+            ticket: Some(ticket),
+        };
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if let Some(outcome) = st.core.poll_drain(ticket) {
+                    guard.ticket = None;
+                    return outcome;
+                }
+                if st.core.drain_superseded(ticket) {
+                    st.core.abandon_drain(ticket);
+                    guard.ticket = None;
+                    let stats = Box::new(self.stats_of(&st));
+                    return Err(DrainError::Superseded { stats });
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Cancels every queued task and aborts every running one.
+    pub(crate) fn cancel_all(self: &Arc<Self>, reason: CancelReason) -> (u64, u64) {
+        let cancellation = self.lock().core.cancel_all();
+        self.carry_out(cancellation, reason)
+    }
+
+    /// Ends jobs the core took out, outside the lock (their drop runs user code).
+    pub(crate) fn carry_out(
+        self: &Arc<Self>,
+        c: Cancellation<BoxJob>,
+        reason: CancelReason,
+    ) -> (u64, u64) {
+        let counts = (c.queued.len() as u64, c.running.len() as u64);
+        for running in &c.running {
+            running.abort(reason);
+        }
+        let mut done: Vec<Finished> = Vec::with_capacity(c.queued.len());
+        for mut job in c.queued {
+            done.push(job.as_mut().cancel(reason));
+            drop(job);
+        }
+        if !done.is_empty() {
+            self.queue_room.add_permits(done.len());
+        }
+        if self.events.active() {
+            for f in &done {
+                self.events.send(PoolEvent::TaskFinished {
+                    id: f.id,
+                    outcome: OutcomeKind::Cancelled,
+                    run_time: std::time::Duration::ZERO,
+                });
+            }
+        }
+        let fx = self.lock().core.finish_cancelled(done);
+        self.apply(fx);
+        counts
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        let st = self.lock();
+        self.stats_of(&st)
+    }
+
+    fn stats_of(&self, st: &State) -> PoolStats {
+        let core = &st.core;
+        let totals = core.totals();
+        PoolStats {
+            queued: core.queued(),
+            running: core.running(),
+            workers: core.workers(),
+            max_concurrency: core.max_concurrency(),
+            paused: core.is_paused(),
+            closed: core.is_closed(),
+            completed: totals.completed,
+            failed: totals.failed,
+            panicked: totals.panicked,
+            cancelled: totals.cancelled,
+            timed_out: totals.timed_out,
+            retried: self.retried.load(Ordering::Relaxed),
+            wait_time: st.wait_time.percentiles(),
+            run_time: st.run_time.percentiles(),
+        }
+    }
+}
+
+/// Withdraws a drainer whose future is dropped before it got its outcome.
+struct DrainGuard<'a> {
+    shared: &'a Shared,
+    ticket: Option<super::drain_book::Ticket>,
+}
+
+impl Drop for DrainGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.shared.lock().core.abandon_drain(ticket);
+        }
+    }
+}

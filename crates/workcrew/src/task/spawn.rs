@@ -1,0 +1,456 @@
+//! Submitting tasks: per-task options and the two kinds of task source.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::sync::TryAcquireError;
+use tokio_util::sync::CancellationToken;
+
+use super::error::{SpawnError, TrySpawnError};
+use super::events::PoolEvent;
+use super::job::{new_job, Header, TaskHandle};
+use super::output::TaskOutput;
+use super::pool::TaskPool;
+use super::retry::{run_with_retry, RetryPolicy, RetryPredicate};
+use super::shared::Shared;
+
+/// Options shared by both builders.
+#[derive(Default)]
+struct Options {
+    name: Option<Arc<str>>,
+    priority: Option<i32>,
+    timeout: Option<Duration>,
+    token: Option<CancellationToken>,
+}
+
+impl Options {
+    fn header(self, shared: &Shared) -> Header {
+        let mut header = shared.header(self.name, self.priority);
+        if self.timeout.is_some() {
+            header.timeout = self.timeout;
+        }
+        header.token = self.token;
+        header
+    }
+}
+
+/// Builds one task from a future; made by [`TaskPool::task`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use workcrew::task::TaskPool;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let pool = TaskPool::builder().build().unwrap();
+/// let handle = pool
+///     .task(async { Ok::<_, std::io::Error>(7) })
+///     .name("answer")
+///     .priority(10)
+///     .timeout(Duration::from_secs(5))
+///     .spawn()
+///     .await
+///     .unwrap();
+/// assert_eq!(handle.await.unwrap(), 7);
+/// # }
+/// ```
+#[must_use = "a task builder does nothing until `spawn` or `try_spawn`"]
+pub struct TaskBuilder<'a, F> {
+    pool: &'a TaskPool,
+    fut: F,
+    options: Options,
+}
+
+/// Builds one task from a closure that makes its future, so that it can be
+/// retried; made by [`TaskPool::task_fn`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use workcrew::task::{RetryPolicy, TaskPool};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let pool = TaskPool::builder().build().unwrap();
+/// let calls = Arc::new(AtomicU32::new(0));
+/// let c = calls.clone();
+/// let handle = pool
+///     .task_fn(move || {
+///         let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+///         async move { if n < 3 { Err(format!("attempt {n} failed")) } else { Ok(n) } }
+///     })
+///     .retry(RetryPolicy::new(5).backoff(Duration::from_millis(1), Duration::from_millis(10)))
+///     .spawn()
+///     .await
+///     .unwrap();
+/// assert_eq!(handle.await.unwrap(), 3);
+/// # }
+/// ```
+#[must_use = "a task builder does nothing until `spawn` or `try_spawn`"]
+pub struct TaskFnBuilder<'a, M, O: TaskOutput> {
+    pool: &'a TaskPool,
+    make: M,
+    options: Options,
+    policy: RetryPolicy,
+    retry_if: Option<RetryPredicate<O::Err>>,
+}
+
+macro_rules! option_setters {
+    () => {
+        /// Names the task in events, reports and stall errors.
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.options.name = Some(Arc::from(name.into()));
+            self
+        }
+
+        /// Higher runs first; FIFO within a priority. Default: the pool's
+        /// [`default_priority`](super::TaskPoolBuilder::default_priority).
+        pub fn priority(mut self, priority: i32) -> Self {
+            self.options.priority = Some(priority);
+            self
+        }
+
+        /// Ends the task as [`TaskError::TimedOut`](super::TaskError::TimedOut)
+        /// if it runs longer (counted from its start, across retries).
+        /// Default: the pool's [`task_timeout`](super::TaskPoolBuilder::task_timeout).
+        pub fn timeout(mut self, timeout: Duration) -> Self {
+            self.options.timeout = Some(timeout);
+            self
+        }
+
+        /// Ends the task as cancelled ([`CancelReason::Token`](super::CancelReason::Token))
+        /// when `token` fires. A queued task notices when it is dequeued.
+        pub fn cancel_token(mut self, token: CancellationToken) -> Self {
+            self.options.token = Some(token);
+            self
+        }
+    };
+}
+
+impl<'a, F> TaskBuilder<'a, F>
+where
+    F: Future + Send + 'static,
+    F::Output: TaskOutput,
+{
+    pub(crate) fn new(pool: &'a TaskPool, fut: F) -> Self {
+        TaskBuilder {
+            pool,
+            fut,
+            options: Options::default(),
+        }
+    }
+
+    option_setters!();
+
+    /// Queues the task, waiting for room if the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::Closed`] with the future, if the pool is closed (also when
+    /// it closes while this call waits for room).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future before it resolves drops the task unqueued.
+    pub async fn spawn(self) -> Result<TaskHandle<F::Output>, SpawnError<F>> {
+        let shared = self.pool.shared();
+        if !reserve(shared).await {
+            return Err(SpawnError::Closed(self.fut));
+        }
+        submit(shared, self.options, self.fut).map_err(SpawnError::Closed)
+    }
+
+    /// Queues the task if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySpawnError::Full`] or [`TrySpawnError::Closed`], with the future.
+    pub fn try_spawn(self) -> Result<TaskHandle<F::Output>, TrySpawnError<F>> {
+        let shared = self.pool.shared();
+        match try_reserve(shared) {
+            Ok(()) => submit(shared, self.options, self.fut).map_err(TrySpawnError::Closed),
+            Err(TryAcquireError::NoPermits) => Err(TrySpawnError::Full(self.fut)),
+            Err(TryAcquireError::Closed) => Err(TrySpawnError::Closed(self.fut)),
+        }
+    }
+}
+
+impl<'a, M, Fut> TaskFnBuilder<'a, M, Fut::Output>
+where
+    M: FnMut() -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: TaskOutput,
+{
+    pub(crate) fn new(pool: &'a TaskPool, make: M) -> Self {
+        TaskFnBuilder {
+            pool,
+            make,
+            options: Options::default(),
+            policy: RetryPolicy::new(1),
+            retry_if: None,
+        }
+    }
+
+    option_setters!();
+
+    /// Retries failed attempts under `policy`. Default: one attempt.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Retries only errors for which `pred` returns true. Default: all.
+    pub fn retry_if(
+        mut self,
+        pred: impl Fn(&<Fut::Output as TaskOutput>::Err) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.retry_if = Some(Arc::new(pred));
+        self
+    }
+
+    /// Queues the task, waiting for room if the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::Closed`] with the closure, if the pool is closed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future before it resolves drops the task unqueued.
+    pub async fn spawn(self) -> Result<TaskHandle<Fut::Output>, SpawnError<M>> {
+        let shared = self.pool.shared();
+        if !reserve(shared).await {
+            return Err(SpawnError::Closed(self.make));
+        }
+        let (options, fut) = self.into_parts();
+        submit(shared, options, fut).map_err(|r| SpawnError::Closed(r.into_make()))
+    }
+
+    /// Queues the task if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySpawnError::Full`] or [`TrySpawnError::Closed`], with the closure.
+    pub fn try_spawn(self) -> Result<TaskHandle<Fut::Output>, TrySpawnError<M>> {
+        let shared = self.pool.shared();
+        match try_reserve(shared) {
+            Ok(()) => {
+                let (options, fut) = self.into_parts();
+                submit(shared, options, fut).map_err(|r| TrySpawnError::Closed(r.into_make()))
+            }
+            Err(TryAcquireError::NoPermits) => Err(TrySpawnError::Full(self.make)),
+            Err(TryAcquireError::Closed) => Err(TrySpawnError::Closed(self.make)),
+        }
+    }
+
+    fn into_parts(self) -> (Options, Retried<M, Fut>) {
+        let retried = Retried {
+            make: Some(self.make),
+            policy: self.policy,
+            retry_if: self.retry_if,
+            pool: Arc::downgrade(self.pool.shared()),
+            running: None,
+        };
+        (self.options, retried)
+    }
+}
+
+/// Reserves a queue place, waiting for one; false if the pool is closed.
+async fn reserve(shared: &Shared) -> bool {
+    match shared.queue_room.try_acquire() {
+        Ok(permit) => {
+            permit.forget();
+            true
+        }
+        Err(TryAcquireError::Closed) => false,
+        Err(TryAcquireError::NoPermits) => match shared.queue_room.acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        },
+    }
+}
+
+fn try_reserve(shared: &Shared) -> Result<(), TryAcquireError> {
+    shared
+        .queue_room
+        .try_acquire()
+        .map(|permit| permit.forget())
+}
+
+/// Queues a task whose place is reserved; gives the source back if the pool
+/// closed meanwhile (and frees the place).
+fn submit<S>(
+    shared: &Arc<Shared>,
+    options: Options,
+    source: S,
+) -> Result<TaskHandle<S::Output>, S::Source>
+where
+    S: Source,
+{
+    let header = options.header(shared);
+    let id = header.id;
+    let (job, handle) = new_job::<_, S::Output>(header, source.into_split(id));
+    match shared.push(job) {
+        Ok(()) => Ok(handle),
+        Err(job) => {
+            shared.queue_room.add_permits(1);
+            Err(S::give_back(job.into_future()))
+        }
+    }
+}
+
+/// A task source: turns into the future a job runs, and back if refused.
+trait Source: Sized {
+    type Output: TaskOutput;
+    type Source;
+    type Split: Future<Output = Result<<Self::Output as TaskOutput>::Ok, <Self::Output as TaskOutput>::Err>>
+        + Send
+        + 'static;
+    fn into_split(self, id: super::id::TaskId) -> Self::Split;
+    fn give_back(split: Self::Split) -> Self::Source;
+}
+
+impl<F> Source for F
+where
+    F: Future + Send + 'static,
+    F::Output: TaskOutput,
+{
+    type Output = F::Output;
+    type Source = F;
+    type Split = Split<F>;
+
+    fn into_split(self, _id: super::id::TaskId) -> Split<F> {
+        Split { fut: self }
+    }
+
+    fn give_back(split: Split<F>) -> F {
+        split.fut
+    }
+}
+
+pin_project! {
+    /// A future whose output is split into `Result` by [`TaskOutput`].
+    pub(crate) struct Split<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F> Future for Split<F>
+where
+    F: Future,
+    F::Output: TaskOutput,
+{
+    type Output = Result<<F::Output as TaskOutput>::Ok, <F::Output as TaskOutput>::Err>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().fut.poll(cx).map(TaskOutput::into_result)
+    }
+}
+
+type SplitResult<Fut> = Result<
+    <<Fut as Future>::Output as TaskOutput>::Ok,
+    <<Fut as Future>::Output as TaskOutput>::Err,
+>;
+
+/// A closure-made task with its retry loop, started on first poll so the
+/// closure can be given back if the task is refused.
+pub(crate) struct Retried<M, Fut: Future>
+where
+    Fut::Output: TaskOutput,
+{
+    make: Option<M>,
+    policy: RetryPolicy,
+    retry_if: Option<RetryPredicate<<Fut::Output as TaskOutput>::Err>>,
+    pool: Weak<Shared>,
+    running: Option<Pin<Box<dyn Future<Output = SplitResult<Fut>> + Send>>>,
+    // `id` is given at start, see `Source::into_split`.
+}
+
+/// A retried task tagged with its id (for retry events).
+pub(crate) struct RetriedWithId<M, Fut: Future>
+where
+    Fut::Output: TaskOutput,
+{
+    inner: Retried<M, Fut>,
+    id: super::id::TaskId,
+}
+
+impl<M, Fut: Future> Retried<M, Fut>
+where
+    Fut::Output: TaskOutput,
+{
+    fn into_make(self) -> M {
+        self.make.expect("a refused task was never started")
+    }
+}
+
+impl<M, Fut> Source for Retried<M, Fut>
+where
+    M: FnMut() -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: TaskOutput,
+{
+    type Output = Fut::Output;
+    type Source = Retried<M, Fut>;
+    type Split = RetriedWithId<M, Fut>;
+
+    fn into_split(self, id: super::id::TaskId) -> Self::Split {
+        RetriedWithId { inner: self, id }
+    }
+
+    fn give_back(split: Self::Split) -> Self::Source {
+        split.inner
+    }
+}
+
+// All fields are `Unpin` (the user's futures live in a `Pin<Box<_>>`).
+impl<M, Fut: Future> Unpin for RetriedWithId<M, Fut> where Fut::Output: TaskOutput {}
+
+impl<M, Fut> Future for RetriedWithId<M, Fut>
+where
+    M: FnMut() -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: TaskOutput,
+{
+    type Output = SplitResult<Fut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let id = this.id;
+        let r = &mut this.inner;
+        if r.running.is_none() {
+            let make = r.make.take().expect("started once");
+            let pool = r.pool.clone();
+            let on_retry = Box::new(move |attempt: u32, delay: Duration| {
+                if let Some(shared) = pool.upgrade() {
+                    shared
+                        .retried
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared
+                        .events
+                        .send(PoolEvent::TaskRetried { id, attempt, delay });
+                }
+            });
+            r.running = Some(Box::pin(run_with_retry(
+                make,
+                r.policy.clone(),
+                r.retry_if.take(),
+                on_retry,
+            )));
+        }
+        r.running.as_mut().expect("just set").as_mut().poll(cx)
+    }
+}
