@@ -26,10 +26,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::abort::SlotAbort;
 use super::drain_book::{DrainBook, DrainOutcome, Ticket};
 use super::error::DrainError;
 use super::id::TaskId;
-use super::output::{CancelReason, OutcomeKind};
+use super::output::OutcomeKind;
 use super::queue::PriorityQueue;
 use super::rate::Gcra;
 use super::report::{DrainReport, FailureKind, RunningTask, TaskFailure};
@@ -41,13 +42,6 @@ mod model;
 pub(crate) trait CoreJob {
     fn id(&self) -> TaskId;
     fn name(&self) -> Option<&Arc<str>>;
-    /// A handle through which the running job can be aborted.
-    fn abort_handle(&self) -> Option<Arc<dyn AbortRunning>>;
-}
-
-/// Aborts a running job: its worker stops polling it at the next wake-up.
-pub(crate) trait AbortRunning: Send + Sync {
-    fn abort(&self, reason: CancelReason);
 }
 
 /// How a job ended, as the core records it.
@@ -64,11 +58,11 @@ struct Running {
     id: TaskId,
     name: Option<Arc<str>>,
     started: Instant,
-    abort: Option<Arc<dyn AbortRunning>>,
 }
 
 struct Slot {
     notify: Arc<Notify>,
+    abort: Arc<SlotAbort>,
     running: Option<Running>,
     live: bool,
 }
@@ -76,6 +70,7 @@ struct Slot {
 /// Fixed settings the core consults.
 pub(crate) struct CoreConfig {
     pub(crate) max_concurrency: usize,
+    pub(crate) queue_capacity: usize,
     pub(crate) default_priority: i32,
     pub(crate) max_reported_failures: usize,
     pub(crate) max_runtime: Option<Duration>,
@@ -94,10 +89,18 @@ pub(crate) enum Next<J> {
     Exit,
 }
 
-/// A worker to start: its slot and its wake-up handle.
+/// A worker to start: its slot, its wake-up handle and its abort signal.
 pub(crate) struct NewWorker {
     pub(crate) slot: usize,
     pub(crate) notify: Arc<Notify>,
+    pub(crate) abort: Arc<SlotAbort>,
+}
+
+/// Why a job cannot be queued now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    Full,
+    Closed,
 }
 
 /// Things the caller must do after unlocking.
@@ -115,7 +118,7 @@ pub(crate) struct Effects {
 /// Jobs taken out for cancellation, and running jobs to abort.
 pub(crate) struct Cancellation<J> {
     pub(crate) queued: Vec<J>,
-    pub(crate) running: Vec<Arc<dyn AbortRunning>>,
+    pub(crate) running: Vec<Arc<SlotAbort>>,
 }
 
 /// Counters since the pool was built.
@@ -130,6 +133,10 @@ pub(crate) struct Totals {
 
 pub(crate) struct Core<J> {
     queue: PriorityQueue<J>,
+    capacity: usize,
+    /// Spawners registered on `room` and not yet woken.
+    room_waiters: usize,
+    room: Arc<Notify>,
     max_concurrency: usize,
     slots: Vec<Slot>,
     free_slots: Vec<usize>,
@@ -161,6 +168,9 @@ impl<J: CoreJob> Core<J> {
     pub(crate) fn new(config: CoreConfig) -> Self {
         Core {
             queue: PriorityQueue::new(config.default_priority),
+            capacity: config.queue_capacity,
+            room_waiters: 0,
+            room: Arc::new(Notify::new()),
             max_concurrency: config.max_concurrency,
             slots: Vec::new(),
             free_slots: Vec::new(),
@@ -188,11 +198,26 @@ impl<J: CoreJob> Core<J> {
 
     // ---- intake ----
 
-    /// Accepts a job, or gives it back if the pool is closed. The caller has
-    /// already reserved a queue slot.
-    pub(crate) fn push(&mut self, priority: i32, job: J, now: Instant) -> Result<Effects, J> {
+    /// Whether a job can be queued now.
+    pub(crate) fn admit(&self) -> Result<(), Refused> {
         if self.closed {
-            return Err(job);
+            Err(Refused::Closed)
+        } else if self.queue.len() >= self.capacity {
+            Err(Refused::Full)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Queues a job, or gives it back with the reason (see [`admit`](Self::admit)).
+    pub(crate) fn push(
+        &mut self,
+        priority: i32,
+        job: J,
+        now: Instant,
+    ) -> Result<Effects, (Refused, J)> {
+        if let Err(why) = self.admit() {
+            return Err((why, job));
         }
         self.queue.push(priority, job);
         let mut fx = Effects::default();
@@ -221,6 +246,7 @@ impl<J: CoreJob> Core<J> {
             None => {
                 self.slots.push(Slot {
                     notify: Arc::new(Notify::new()),
+                    abort: Arc::new(SlotAbort::default()),
                     running: None,
                     live: false,
                 });
@@ -232,6 +258,44 @@ impl<J: CoreJob> Core<J> {
         NewWorker {
             slot,
             notify: Arc::clone(&s.notify),
+            abort: Arc::clone(&s.abort),
+        }
+    }
+
+    /// Registers a spawner that found the queue full; it waits on the
+    /// returned `Notify` (enabled before the lock is released).
+    pub(crate) fn wait_for_room(&mut self) -> Arc<Notify> {
+        self.room_waiters += 1;
+        Arc::clone(&self.room)
+    }
+
+    /// A waiting spawner goes away; `notified` says whether it had been woken
+    /// (its wake-up then passes to the next waiter).
+    pub(crate) fn leave_room_wait(&mut self, notified: bool) {
+        if notified {
+            self.wake_spawners(1);
+        } else {
+            self.room_waiters -= 1;
+        }
+    }
+
+    /// Wakes waiting spawners after `freed` places were freed. One at a time,
+    /// and only once a batch of room is free: a spawner woken for a single
+    /// place would go back to sleep after one push, costing a context switch
+    /// per task when a fast producer feeds a full queue.
+    fn wake_spawners(&mut self, freed: usize) {
+        if self.room_waiters == 0 {
+            return;
+        }
+        let free = self.capacity - self.queue.len();
+        let batch = (self.capacity / 4).clamp(1, 64);
+        if free < batch && freed < batch && !self.queue.is_empty() {
+            return;
+        }
+        let n = freed.max(1).min(self.room_waiters);
+        for _ in 0..n {
+            self.room_waiters -= 1;
+            self.room.notify_one();
         }
     }
 
@@ -287,12 +351,14 @@ impl<J: CoreJob> Core<J> {
         }
         let job = self.queue.pop().expect("queue is not empty");
         self.running += 1;
-        self.slots[slot].running = Some(Running {
+        let s = &mut self.slots[slot];
+        s.abort.reset();
+        s.running = Some(Running {
             id: job.id(),
             name: job.name().cloned(),
             started: now,
-            abort: job.abort_handle(),
         });
+        self.wake_spawners(1);
         Next::Run(job)
     }
 
@@ -475,6 +541,9 @@ impl<J: CoreJob> Core<J> {
             return (false, fx);
         }
         self.closed = true;
+        // Waiting spawners get their task back.
+        self.room_waiters = 0;
+        self.room.notify_waiters();
         // Parked workers with nothing to do exit; the rest keep going.
         for slot in self.idle.drain(..) {
             self.slots[slot].notify.notify_one();
@@ -531,10 +600,12 @@ impl<J: CoreJob> Core<J> {
     pub(crate) fn cancel_all(&mut self) -> Cancellation<J> {
         let queued = self.queue.take_all();
         self.cancelling += queued.len();
+        self.wake_spawners(queued.len());
         let running = self
             .slots
             .iter()
-            .filter_map(|s| s.running.as_ref()?.abort.clone())
+            .filter(|s| s.running.is_some())
+            .map(|s| Arc::clone(&s.abort))
             .collect();
         Cancellation { queued, running }
     }

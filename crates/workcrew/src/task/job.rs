@@ -25,7 +25,8 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::core::{AbortRunning, CoreJob, Finished};
+use super::abort::{decode, encode, SlotAbort};
+use super::core::{CoreJob, Finished};
 use super::id::TaskId;
 use super::output::{
     panic_message, CancelReason, OutcomeKind, PanicPayload, TaskError, TaskOutput,
@@ -36,47 +37,33 @@ pub(crate) struct Header {
     pub(crate) id: TaskId,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) priority: i32,
-    pub(crate) enqueued: Instant,
+    /// Set when the job is queued.
+    pub(crate) enqueued: Option<Instant>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) token: Option<CancellationToken>,
 }
 
 type TaskResult<T, E> = Result<T, TaskError<E>>;
 
-// `phase` bits: STARTED, then the cancel reason in the bits above it.
+// `phase` bits: three flags, then the cancel reason (see `abort::encode`).
 const STARTED: u8 = 1;
-const REASON_SHIFT: u8 = 1;
+const DETACHED: u8 = 2;
+const DELIVERED: u8 = 4;
+const REASON_SHIFT: u8 = 3;
 
-fn encode(reason: CancelReason) -> u8 {
-    let code = match reason {
-        CancelReason::Aborted => 1,
-        CancelReason::Token => 2,
-        CancelReason::Shutdown => 3,
-        CancelReason::RuntimeLimit => 4,
-    };
-    code << REASON_SHIFT
-}
-
-fn decode(phase: u8) -> Option<CancelReason> {
-    match phase >> REASON_SHIFT {
-        0 => None,
-        1 => Some(CancelReason::Aborted),
-        2 => Some(CancelReason::Token),
-        3 => Some(CancelReason::Shutdown),
-        _ => Some(CancelReason::RuntimeLimit),
-    }
+fn reason_of(phase: u8) -> Option<CancelReason> {
+    decode(phase >> REASON_SHIFT)
 }
 
 struct Slot<T, E> {
     result: Option<TaskResult<T, E>>,
     waker: Option<Waker>,
-    /// A result was delivered (it may since have been taken).
-    delivered: bool,
-    /// The handle was dropped: results are discarded.
-    detached: bool,
 }
 
 /// What a job and its handle share.
+///
+/// `phase` is the lock-free part: a detached task (the common fire-and-forget
+/// case) is delivered and dropped without touching the mutex at all.
 pub(crate) struct Completion<T, E> {
     slot: Mutex<Slot<T, E>>,
     phase: AtomicU8,
@@ -89,8 +76,6 @@ impl<T, E> Completion<T, E> {
             slot: Mutex::new(Slot {
                 result: None,
                 waker: None,
-                delivered: false,
-                detached: false,
             }),
             phase: AtomicU8::new(0),
             run_waker: AtomicWaker::new(),
@@ -104,14 +89,18 @@ impl<T, E> Completion<T, E> {
 
     /// Delivers the task's result once; later deliveries are ignored.
     fn deliver(&self, result: TaskResult<T, E>) {
-        let mut slot = self.lock();
-        if slot.delivered {
+        let phase = self.phase.load(Ordering::Acquire);
+        if phase & DELIVERED != 0 {
             return;
         }
-        slot.delivered = true;
-        if slot.detached {
-            drop(slot);
-            drop(result);
+        if phase & DETACHED != 0 {
+            // Nobody will read it. `fetch_or` picks one deliverer if two race.
+            self.phase.fetch_or(DELIVERED, Ordering::AcqRel);
+            return;
+        }
+        let mut slot = self.lock();
+        // Deliverers with a live handle are serialised by the lock.
+        if self.phase.fetch_or(DELIVERED, Ordering::AcqRel) & DELIVERED != 0 {
             return;
         }
         slot.result = Some(result);
@@ -126,12 +115,12 @@ impl<T, E> Completion<T, E> {
     fn request_cancel(&self, reason: CancelReason) -> u8 {
         let mut phase = self.phase.load(Ordering::Acquire);
         loop {
-            if decode(phase).is_some() {
+            if reason_of(phase).is_some() {
                 return phase; // the first reason wins
             }
             match self.phase.compare_exchange_weak(
                 phase,
-                phase | encode(reason),
+                phase | (encode(reason) << REASON_SHIFT),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
@@ -142,14 +131,13 @@ impl<T, E> Completion<T, E> {
     }
 
     fn cancel_reason(&self) -> Option<CancelReason> {
-        decode(self.phase.load(Ordering::Acquire))
+        reason_of(self.phase.load(Ordering::Acquire))
     }
-}
 
-impl<T: Send, E: Send> AbortRunning for Completion<T, E> {
+    /// The handle's `abort`.
     fn abort(&self, reason: CancelReason) {
         let before = self.request_cancel(reason);
-        if before & STARTED == 0 && decode(before).is_none() {
+        if before & STARTED == 0 && reason_of(before).is_none() {
             // Still queued: resolve the handle now; the worker that pops the
             // job will count it without running it.
             self.deliver(Err(TaskError::Cancelled(reason)));
@@ -234,6 +222,10 @@ impl<Fut, T, E> Job<Fut, T, E> {
     pub(crate) fn header(&self) -> &Header {
         &self.header
     }
+
+    pub(crate) fn set_enqueued(&mut self, at: Instant) {
+        self.header.enqueued = Some(at);
+    }
 }
 
 /// A job with its types erased, as the queue holds it.
@@ -243,7 +235,6 @@ pub(crate) trait ErasedJob: Send {
     fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished>;
     /// Ends a job that will not run (it was queued when the pool cancelled it).
     fn cancel(self: Pin<&mut Self>, reason: CancelReason) -> Finished;
-    fn abort_handle(&self) -> Arc<dyn AbortRunning>;
 }
 
 pub(crate) type BoxJob = Pin<Box<dyn ErasedJob>>;
@@ -255,10 +246,6 @@ impl CoreJob for BoxJob {
 
     fn name(&self) -> Option<&Arc<str>> {
         self.header().name.as_ref()
-    }
-
-    fn abort_handle(&self) -> Option<Arc<dyn AbortRunning>> {
-        Some(ErasedJob::abort_handle(&**self))
     }
 }
 
@@ -285,7 +272,7 @@ where
         let this = self.project();
         let completion = &this.delivery.completion;
         let phase = completion.phase.fetch_or(STARTED, Ordering::AcqRel);
-        if let Some(reason) = decode(phase) {
+        if let Some(reason) = reason_of(phase) {
             this.delivery.deliver(Err(TaskError::Cancelled(reason)));
             return Poll::Ready(finished(this.header, OutcomeKind::Cancelled, None));
         }
@@ -355,10 +342,6 @@ where
         this.delivery.deliver(Err(TaskError::Cancelled(reason)));
         finished(this.header, OutcomeKind::Cancelled, None)
     }
-
-    fn abort_handle(&self) -> Arc<dyn AbortRunning> {
-        self.delivery.completion.clone()
-    }
 }
 
 /// Awaits a task's result; [`abort`](Self::abort) cancels it.
@@ -393,7 +376,7 @@ impl<O: TaskOutput> TaskHandle<O> {
 
     /// Whether the task has ended.
     pub fn is_finished(&self) -> bool {
-        self.completion.lock().delivered
+        self.completion.phase.load(Ordering::Acquire) & DELIVERED != 0
     }
 }
 
@@ -405,7 +388,11 @@ impl<O: TaskOutput> Future for TaskHandle<O> {
         if let Some(result) = slot.result.take() {
             return Poll::Ready(result);
         }
-        assert!(!slot.delivered, "TaskHandle polled after it resolved");
+        let phase = self.completion.phase.load(Ordering::Acquire);
+        assert!(
+            phase & DELIVERED == 0,
+            "TaskHandle polled after it resolved"
+        );
         match &slot.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => slot.waker = Some(cx.waker().clone()),
@@ -416,11 +403,32 @@ impl<O: TaskOutput> Future for TaskHandle<O> {
 
 impl<O: TaskOutput> Drop for TaskHandle<O> {
     fn drop(&mut self) {
-        let mut slot = self.completion.lock();
-        slot.detached = true;
-        let result = slot.result.take();
-        drop(slot);
-        drop(result);
+        let before = self.completion.phase.fetch_or(DETACHED, Ordering::AcqRel);
+        if before & DELIVERED != 0 {
+            // Free an unread result now rather than with the last reference.
+            let result = self.completion.lock().result.take();
+            drop(result);
+        }
+    }
+}
+
+/// Runs a job on a worker, stopping it if the pool aborts the worker's task.
+pub(crate) fn poll_on_worker(
+    job: Pin<&mut dyn ErasedJob>,
+    abort: &SlotAbort,
+    cx: &mut Context<'_>,
+) -> Poll<Finished> {
+    let mut job = job;
+    if let Some(reason) = abort.reason() {
+        return Poll::Ready(job.as_mut().cancel(reason));
+    }
+    if let Poll::Ready(f) = job.as_mut().poll_run(cx) {
+        return Poll::Ready(f);
+    }
+    abort.register(cx.waker());
+    match abort.reason() {
+        Some(reason) => Poll::Ready(job.cancel(reason)),
+        None => Poll::Pending,
     }
 }
 

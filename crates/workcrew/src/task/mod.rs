@@ -80,6 +80,7 @@
 //! # }
 //! ```
 
+mod abort;
 mod builder;
 mod core;
 mod drain_book;

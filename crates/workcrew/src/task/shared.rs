@@ -1,15 +1,18 @@
 //! The state every handle, worker and the supervisor share.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::builder::{Config, DrainMode};
-use super::core::{Cancellation, Core, CoreConfig, Effects, Finished};
+use super::core::{Cancellation, Core, CoreConfig, Effects, Finished, Refused};
 use super::drain_book::DrainOutcome;
 use super::error::DrainError;
 use super::events::{EventHub, PoolEvent};
@@ -19,6 +22,9 @@ use super::output::{CancelReason, OutcomeKind};
 use super::rate::Gcra;
 use super::stats::{Latency, PoolStats};
 use super::{supervisor, worker};
+
+/// A refused push: why, the job given back, and the wait for room if asked.
+pub(crate) type PushRefused<'a, J> = (Refused, Box<J>, Option<RoomWait<'a>>);
 
 /// What the pool mutex guards.
 pub(crate) struct State {
@@ -30,8 +36,6 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     state: Mutex<State>,
-    /// One permit per free queue place; closed when the pool closes.
-    pub(crate) queue_room: Semaphore,
     /// Drainers wait here for an outcome to be published.
     drained: Notify,
     supervisor_wake: Arc<Notify>,
@@ -44,10 +48,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(mut config: Config) -> Self {
-        config.queue_capacity = config.queue_capacity.min(Semaphore::MAX_PERMITS);
+    pub(crate) fn new(config: Config) -> Self {
         let core = Core::new(CoreConfig {
             max_concurrency: config.max_concurrency,
+            queue_capacity: config.queue_capacity,
             default_priority: config.default_priority,
             max_reported_failures: config.max_reported_failures,
             max_runtime: config.max_runtime,
@@ -55,7 +59,6 @@ impl Shared {
             rate: config.rate_limit.map(Gcra::new),
         });
         Shared {
-            queue_room: Semaphore::new(config.queue_capacity),
             config,
             state: Mutex::new(State {
                 core,
@@ -87,18 +90,20 @@ impl Shared {
             id: self.next_id(),
             name,
             priority: priority.unwrap_or(self.config.default_priority),
-            enqueued: Instant::now(),
+            enqueued: None,
             timeout: self.config.task_timeout,
             token: None,
         }
     }
 
-    /// Queues a job whose queue place is already reserved; gives it back if
-    /// the pool closed meanwhile.
+    /// Queues a job if the pool is open and has room; otherwise gives it back
+    /// with the reason, and — if `wait` and the queue is full — registers the
+    /// caller as waiting for room (see [`RoomWait`]).
     pub(crate) fn push<Fut, T, E>(
         self: &Arc<Self>,
-        job: Box<Job<Fut, T, E>>,
-    ) -> Result<(), Box<Job<Fut, T, E>>>
+        mut job: Box<Job<Fut, T, E>>,
+        wait: bool,
+    ) -> Result<(), PushRefused<'_, Job<Fut, T, E>>>
     where
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -106,14 +111,20 @@ impl Shared {
     {
         let priority = job.header().priority;
         let fx = {
+            let now = Instant::now();
             let mut st = self.lock();
-            if st.core.is_closed() {
-                return Err(job);
+            if let Err(why) = st.core.admit() {
+                let waiter = (wait && why == Refused::Full).then(|| {
+                    let notify = st.core.wait_for_room();
+                    RoomWait::new(self, notify)
+                });
+                return Err((why, job, waiter));
             }
+            job.set_enqueued(now);
             let erased: BoxJob = Box::into_pin(job);
-            match st.core.push(priority, erased, Instant::now()) {
+            match st.core.push(priority, erased, now) {
                 Ok(fx) => fx,
-                Err(_) => unreachable!("checked open under the same lock"),
+                Err(_) => unreachable!("admitted under the same lock"),
             }
         };
         self.apply(fx);
@@ -125,7 +136,7 @@ impl Shared {
         if !fx.new_workers.is_empty() {
             let rt = self.runtime();
             for w in fx.new_workers {
-                rt.spawn(worker::run(Arc::clone(self), w.slot, w.notify));
+                rt.spawn(worker::run(Arc::clone(self), w.slot, w.notify, w.abort));
             }
         }
         if fx.became_busy && self.needs_supervisor() {
@@ -170,7 +181,6 @@ impl Shared {
     pub(crate) fn close_intake(self: &Arc<Self>) {
         let (first, fx) = self.lock().core.close();
         if first {
-            self.queue_room.close();
             self.events.send(PoolEvent::Closed);
             self.supervisor_wake.notify_one();
         }
@@ -236,9 +246,6 @@ impl Shared {
             done.push(job.as_mut().cancel(reason));
             drop(job);
         }
-        if !done.is_empty() {
-            self.queue_room.add_permits(done.len());
-        }
         if self.events.active() {
             for f in &done {
                 self.events.send(PoolEvent::TaskFinished {
@@ -277,6 +284,54 @@ impl Shared {
             wait_time: st.wait_time.percentiles(),
             run_time: st.run_time.percentiles(),
         }
+    }
+}
+
+/// A spawner waiting for queue room.
+///
+/// Registered (and its `Notified` enabled) under the pool lock, so a wake-up
+/// cannot fall between the full queue being seen and the wait. If the wait is
+/// dropped, it withdraws under the lock; a wake-up it had already received is
+/// passed on to the next waiter, so dropping a spawn never strands another.
+pub(crate) struct RoomWait<'a> {
+    shared: &'a Shared,
+    notified: Pin<Box<OwnedNotified>>,
+    done: bool,
+}
+
+impl<'a> RoomWait<'a> {
+    fn new(shared: &'a Shared, notify: Arc<Notify>) -> Self {
+        let mut notified = Box::pin(notify.notified_owned());
+        notified.as_mut().enable();
+        RoomWait {
+            shared,
+            notified,
+            done: false,
+        }
+    }
+}
+
+impl Future for RoomWait<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let ready = self.notified.as_mut().poll(cx);
+        if ready.is_ready() {
+            self.done = true;
+        }
+        ready
+    }
+}
+
+impl Drop for RoomWait<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut st = self.shared.lock();
+        let mut cx = Context::from_waker(Waker::noop());
+        let notified = self.notified.as_mut().poll(&mut cx).is_ready();
+        st.core.leave_room_wait(notified);
     }
 }
 

@@ -6,10 +6,11 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::FutureExt;
 use pin_project_lite::pin_project;
-use tokio::sync::TryAcquireError;
 use tokio_util::sync::CancellationToken;
 
+use super::core::Refused;
 use super::error::{SpawnError, TrySpawnError};
 use super::events::PoolEvent;
 use super::job::{new_job, Header, TaskHandle};
@@ -162,11 +163,9 @@ where
     ///
     /// Dropping the returned future before it resolves drops the task unqueued.
     pub async fn spawn(self) -> Result<TaskHandle<F::Output>, SpawnError<F>> {
-        let shared = self.pool.shared();
-        if !reserve(shared).await {
-            return Err(SpawnError::Closed(self.fut));
-        }
-        submit(shared, self.options, self.fut).map_err(SpawnError::Closed)
+        submit(self.pool.shared(), self.options, self.fut, true)
+            .await
+            .map_err(|(_, fut)| SpawnError::Closed(fut))
     }
 
     /// Queues the task if there is room now.
@@ -175,12 +174,7 @@ where
     ///
     /// [`TrySpawnError::Full`] or [`TrySpawnError::Closed`], with the future.
     pub fn try_spawn(self) -> Result<TaskHandle<F::Output>, TrySpawnError<F>> {
-        let shared = self.pool.shared();
-        match try_reserve(shared) {
-            Ok(()) => submit(shared, self.options, self.fut).map_err(TrySpawnError::Closed),
-            Err(TryAcquireError::NoPermits) => Err(TrySpawnError::Full(self.fut)),
-            Err(TryAcquireError::Closed) => Err(TrySpawnError::Closed(self.fut)),
-        }
+        submit_now(self.pool.shared(), self.options, self.fut).map_err(try_error)
     }
 }
 
@@ -227,12 +221,11 @@ where
     ///
     /// Dropping the returned future before it resolves drops the task unqueued.
     pub async fn spawn(self) -> Result<TaskHandle<Fut::Output>, SpawnError<M>> {
-        let shared = self.pool.shared();
-        if !reserve(shared).await {
-            return Err(SpawnError::Closed(self.make));
-        }
+        let shared = Arc::clone(self.pool.shared());
         let (options, fut) = self.into_parts();
-        submit(shared, options, fut).map_err(|r| SpawnError::Closed(r.into_make()))
+        submit(&shared, options, fut, true)
+            .await
+            .map_err(|(_, r)| SpawnError::Closed(r.into_make()))
     }
 
     /// Queues the task if there is room now.
@@ -241,15 +234,9 @@ where
     ///
     /// [`TrySpawnError::Full`] or [`TrySpawnError::Closed`], with the closure.
     pub fn try_spawn(self) -> Result<TaskHandle<Fut::Output>, TrySpawnError<M>> {
-        let shared = self.pool.shared();
-        match try_reserve(shared) {
-            Ok(()) => {
-                let (options, fut) = self.into_parts();
-                submit(shared, options, fut).map_err(|r| TrySpawnError::Closed(r.into_make()))
-            }
-            Err(TryAcquireError::NoPermits) => Err(TrySpawnError::Full(self.make)),
-            Err(TryAcquireError::Closed) => Err(TrySpawnError::Closed(self.make)),
-        }
+        let shared = Arc::clone(self.pool.shared());
+        let (options, fut) = self.into_parts();
+        submit_now(&shared, options, fut).map_err(|(why, r)| try_error((why, r.into_make())))
     }
 
     fn into_parts(self) -> (Options, Retried<M, Fut>) {
@@ -264,50 +251,47 @@ where
     }
 }
 
-/// Reserves a queue place, waiting for one; false if the pool is closed.
-async fn reserve(shared: &Shared) -> bool {
-    match shared.queue_room.try_acquire() {
-        Ok(permit) => {
-            permit.forget();
-            true
-        }
-        Err(TryAcquireError::Closed) => false,
-        Err(TryAcquireError::NoPermits) => match shared.queue_room.acquire().await {
-            Ok(permit) => {
-                permit.forget();
-                true
-            }
-            Err(_) => false,
-        },
-    }
-}
-
-fn try_reserve(shared: &Shared) -> Result<(), TryAcquireError> {
-    shared
-        .queue_room
-        .try_acquire()
-        .map(|permit| permit.forget())
-}
-
-/// Queues a task whose place is reserved; gives the source back if the pool
-/// closed meanwhile (and frees the place).
-fn submit<S>(
+/// Queues a task, waiting for room if `wait`; gives the source back (with the
+/// reason) if it cannot be queued.
+async fn submit<S>(
     shared: &Arc<Shared>,
     options: Options,
     source: S,
-) -> Result<TaskHandle<S::Output>, S::Source>
+    wait: bool,
+) -> Result<TaskHandle<S::Output>, (Refused, S::Source)>
 where
     S: Source,
 {
     let header = options.header(shared);
     let id = header.id;
-    let (job, handle) = new_job::<_, S::Output>(header, source.into_split(id));
-    match shared.push(job) {
-        Ok(()) => Ok(handle),
-        Err(job) => {
-            shared.queue_room.add_permits(1);
-            Err(S::give_back(job.into_future()))
+    let (mut job, handle) = new_job::<_, S::Output>(header, source.into_split(id));
+    loop {
+        match shared.push(job, wait) {
+            Ok(()) => return Ok(handle),
+            Err((_, refused, Some(room))) => {
+                job = refused;
+                room.await;
+            }
+            Err((why, refused, None)) => return Err((why, S::give_back(refused.into_future()))),
         }
+    }
+}
+
+/// [`submit`] without waiting.
+fn submit_now<S: Source>(
+    shared: &Arc<Shared>,
+    options: Options,
+    source: S,
+) -> Result<TaskHandle<S::Output>, (Refused, S::Source)> {
+    submit(shared, options, source, false)
+        .now_or_never()
+        .expect("a submit that does not wait never pends")
+}
+
+fn try_error<T>((why, source): (Refused, T)) -> TrySpawnError<T> {
+    match why {
+        Refused::Full => TrySpawnError::Full(source),
+        Refused::Closed => TrySpawnError::Closed(source),
     }
 }
 

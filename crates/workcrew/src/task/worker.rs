@@ -14,12 +14,18 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::abort::SlotAbort;
 use super::core::{Effects, Finished, Next};
 use super::events::PoolEvent;
-use super::job::BoxJob;
+use super::job::{poll_on_worker, BoxJob};
 use super::shared::Shared;
 
-pub(crate) async fn run(shared: Arc<Shared>, slot: usize, notify: Arc<Notify>) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    slot: usize,
+    notify: Arc<Notify>,
+    abort: Arc<SlotAbort>,
+) {
     let mut guard = LostGuard {
         shared: &shared,
         slot,
@@ -47,8 +53,9 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize, notify: Arc<Notify>) {
             }
             let next = st.core.next_for_worker(slot, now);
             if let Next::Run(job) = &next {
-                st.wait_time
-                    .record(now.saturating_duration_since(job.header().enqueued));
+                if let Some(enqueued) = job.header().enqueued {
+                    st.wait_time.record(now.saturating_duration_since(enqueued));
+                }
             }
             (next, fx, event)
         };
@@ -58,7 +65,6 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize, notify: Arc<Notify>) {
         shared.apply(fx);
         match next {
             Next::Run(job) => {
-                shared.queue_room.add_permits(1);
                 if shared.events.active() {
                     let h = job.header();
                     shared.events.send(PoolEvent::TaskStarted {
@@ -66,7 +72,7 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize, notify: Arc<Notify>) {
                         name: h.name.as_deref().map(str::to_owned),
                     });
                 }
-                finished = Some(run_job(job).await);
+                finished = Some(run_job(job, &abort).await);
             }
             Next::Park => notify.notified().await,
             Next::WaitUntil(at) => {
@@ -87,10 +93,10 @@ pub(crate) async fn run(shared: Arc<Shared>, slot: usize, notify: Arc<Notify>) {
 
 /// Runs one job to its end. The job (and so the user's future) is dropped here,
 /// outside the pool lock.
-async fn run_job(mut job: BoxJob) -> Finished {
+async fn run_job(mut job: BoxJob, abort: &SlotAbort) -> Finished {
     // Yield now and then so a worker that always finds work shares its thread.
     tokio::task::consume_budget().await;
-    std::future::poll_fn(|cx| job.as_mut().poll_run(cx)).await
+    std::future::poll_fn(|cx| poll_on_worker(job.as_mut(), abort, cx)).await
 }
 
 /// Accounts for a worker whose task is dropped mid-loop (its runtime shut down).

@@ -16,7 +16,7 @@ use futures::FutureExt;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{AbortRunning, Core, CoreConfig, CoreJob, Finished, Next};
+use super::{Core, CoreConfig, CoreJob, Finished, Next, Refused};
 use crate::task::drain_book::Ticket;
 use crate::task::id::TaskId;
 use crate::task::output::OutcomeKind;
@@ -28,9 +28,6 @@ impl CoreJob for TestJob {
         self.0
     }
     fn name(&self) -> Option<&Arc<str>> {
-        None
-    }
-    fn abort_handle(&self) -> Option<Arc<dyn AbortRunning>> {
         None
     }
 }
@@ -113,6 +110,7 @@ impl Model {
         Model {
             core: Core::new(CoreConfig {
                 max_concurrency: s.max_concurrency,
+                queue_capacity: s.capacity,
                 default_priority: 0,
                 max_reported_failures: 100,
                 max_runtime: None,
@@ -218,8 +216,13 @@ impl Model {
                         self.tasks.push(TaskState::Queued);
                         self.add_workers(fx.new_workers);
                     }
-                    Err(job) => {
+                    Err((why, job)) => {
                         assert!(self.core.is_closed());
+                        assert_eq!(
+                            why,
+                            Refused::Closed,
+                            "the model only spawns when there is room"
+                        );
                         assert_eq!(job.0 .0, id, "the refused job is given back");
                         self.tasks.push(TaskState::Rejected);
                     }
@@ -386,12 +389,10 @@ impl Model {
             panic!("a drainer was left waiting on an idle pool, path {path:?}");
         }
         // Whatever no drain took is still pending: nothing is lost.
-        let rest = self
-            .core
-            .begin_drain(false)
-            .ok()
-            .expect("idle")
-            .expect("no deadline");
+        let rest = match self.core.begin_drain(false) {
+            Ok(outcome) => outcome.expect("no deadline in the model"),
+            Err(_) => panic!("an idle pool gives its report at once, path {path:?}"),
+        };
         assert_eq!(
             self.reported + rest.total(),
             done,
