@@ -20,9 +20,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use futures::task::AtomicWaker;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::abort::{decode, encode, SlotAbort};
@@ -32,15 +31,63 @@ use super::output::{
     panic_message, CancelReason, OutcomeKind, PanicPayload, TaskError, TaskOutput,
 };
 
-/// Options a job carries.
+/// What the pool needs to know of a job. Kept small: a queued no-op task
+/// costs this, a pointer to its completion and the queue entry.
 pub(crate) struct Header {
     pub(crate) id: TaskId,
-    pub(crate) name: Option<Arc<str>>,
     pub(crate) priority: i32,
-    /// Set when the job is queued.
-    pub(crate) enqueued: Option<Instant>,
+    /// When the job was queued, in nanoseconds since the pool's epoch (8
+    /// bytes instead of an `Instant`'s 16: a queued task's size matters).
+    pub(crate) enqueued_ns: u64,
+    /// Options most tasks do not use, boxed so that they cost one pointer.
+    pub(crate) extras: Option<Box<Extras>>,
+}
+
+impl Header {
+    pub(crate) fn name(&self) -> Option<&Arc<str>> {
+        self.extras.as_ref()?.name.as_ref()
+    }
+}
+
+/// A task's rarely used options, and the timers they need while it runs.
+#[derive(Default)]
+pub(crate) struct Extras {
+    pub(crate) name: Option<Arc<str>>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) token: Option<CancellationToken>,
+    timer: Option<Pin<Box<Sleep>>>,
+    cancelled: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+impl Extras {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.name.is_none() && self.timeout.is_none() && self.token.is_none()
+    }
+
+    /// Polls the token and the timeout: `Some` when either ends the task.
+    /// The timer starts on the first poll, i.e. when the task starts.
+    fn poll_limits(&mut self, cx: &mut Context<'_>) -> Option<(OutcomeKind, Option<String>)> {
+        if let Some(token) = &self.token {
+            let cancelled = self
+                .cancelled
+                .get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Some((OutcomeKind::Cancelled, None));
+            }
+        }
+        if let Some(timeout) = self.timeout {
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+            if timer.as_mut().poll(cx).is_ready() {
+                return Some((
+                    OutcomeKind::TimedOut,
+                    Some(format!("timed out after {timeout:?}")),
+                ));
+            }
+        }
+        None
+    }
 }
 
 type TaskResult<T, E> = Result<T, TaskError<E>>;
@@ -57,7 +104,10 @@ fn reason_of(phase: u8) -> Option<CancelReason> {
 
 struct Slot<T, E> {
     result: Option<TaskResult<T, E>>,
+    /// The handle's waker.
     waker: Option<Waker>,
+    /// The waker of the worker running the task, for `abort`.
+    run_waker: Option<Waker>,
 }
 
 /// What a job and its handle share.
@@ -67,7 +117,6 @@ struct Slot<T, E> {
 pub(crate) struct Completion<T, E> {
     slot: Mutex<Slot<T, E>>,
     phase: AtomicU8,
-    run_waker: AtomicWaker,
 }
 
 impl<T, E> Completion<T, E> {
@@ -76,9 +125,9 @@ impl<T, E> Completion<T, E> {
             slot: Mutex::new(Slot {
                 result: None,
                 waker: None,
+                run_waker: None,
             }),
             phase: AtomicU8::new(0),
-            run_waker: AtomicWaker::new(),
         }
     }
 
@@ -104,6 +153,7 @@ impl<T, E> Completion<T, E> {
             return;
         }
         slot.result = Some(result);
+        slot.run_waker = None;
         let waker = slot.waker.take();
         drop(slot);
         if let Some(w) = waker {
@@ -134,6 +184,15 @@ impl<T, E> Completion<T, E> {
         reason_of(self.phase.load(Ordering::Acquire))
     }
 
+    /// Remembers the running worker's waker so `abort` can wake it.
+    fn register_run_waker(&self, waker: &Waker) {
+        let mut slot = self.lock();
+        match &slot.run_waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => slot.run_waker = Some(waker.clone()),
+        }
+    }
+
     /// The handle's `abort`.
     fn abort(&self, reason: CancelReason) {
         let before = self.request_cancel(reason);
@@ -142,51 +201,44 @@ impl<T, E> Completion<T, E> {
             // job will count it without running it.
             self.deliver(Err(TaskError::Cancelled(reason)));
         }
-        self.run_waker.wake();
+        let waker = self.lock().run_waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
-/// Delivers `Cancelled(Shutdown)` if the job is dropped without finishing.
+/// Delivers `Cancelled(Shutdown)` if the job is dropped without finishing
+/// (a no-op after a delivery: the first one wins).
 struct Delivery<T, E> {
     completion: Arc<Completion<T, E>>,
-    done: bool,
 }
 
 impl<T, E> Delivery<T, E> {
     fn deliver(&mut self, result: TaskResult<T, E>) {
-        self.done = true;
         self.completion.deliver(result);
     }
 }
 
 impl<T, E> Drop for Delivery<T, E> {
     fn drop(&mut self) {
-        if !self.done {
-            self.completion
-                .deliver(Err(TaskError::Cancelled(CancelReason::Shutdown)));
-        }
+        self.completion
+            .deliver(Err(TaskError::Cancelled(CancelReason::Shutdown)));
     }
 }
 
 pin_project! {
     /// A task in the queue or on a worker. `Fut` resolves to the split output.
-    pub(crate) struct Job<Fut, T, E> {
+    pub(crate) struct Job<Fut, O: TaskOutput> {
         header: Header,
-        delivery: Delivery<T, E>,
-        describe: fn(&E) -> String,
-        timer: Option<Pin<Box<Sleep>>>,
-        cancelled: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+        delivery: Delivery<O::Ok, O::Err>,
         #[pin]
         fut: Fut,
     }
 }
 
 /// Makes a job and the handle that reads its result.
-#[allow(clippy::type_complexity)] // a pair of the two halves, named below
-pub(crate) fn new_job<Fut, O>(
-    header: Header,
-    fut: Fut,
-) -> (Box<Job<Fut, O::Ok, O::Err>>, TaskHandle<O>)
+pub(crate) fn new_job<Fut, O>(header: Header, fut: Fut) -> (Box<Job<Fut, O>>, TaskHandle<O>)
 where
     O: TaskOutput,
     Fut: Future<Output = Result<O::Ok, O::Err>> + Send + 'static,
@@ -198,24 +250,16 @@ where
     };
     let job = Box::new(Job {
         header,
-        delivery: Delivery {
-            completion,
-            done: false,
-        },
-        describe: O::describe,
-        timer: None,
-        cancelled: None,
+        delivery: Delivery { completion },
         fut,
     });
     (job, handle)
 }
 
-impl<Fut, T, E> Job<Fut, T, E> {
+impl<Fut, O: TaskOutput> Job<Fut, O> {
     /// The future of a job that was never accepted.
     pub(crate) fn into_future(self) -> Fut {
-        let mut delivery = self.delivery;
-        // Its handle is dropped unseen; do not resolve it.
-        delivery.done = true;
+        // Its handle is dropped unseen by the caller.
         self.fut
     }
 
@@ -223,8 +267,8 @@ impl<Fut, T, E> Job<Fut, T, E> {
         &self.header
     }
 
-    pub(crate) fn set_enqueued(&mut self, at: Instant) {
-        self.header.enqueued = Some(at);
+    pub(crate) fn set_enqueued(&mut self, ns: u64) {
+        self.header.enqueued_ns = ns;
     }
 }
 
@@ -245,24 +289,23 @@ impl CoreJob for BoxJob {
     }
 
     fn name(&self) -> Option<&Arc<str>> {
-        self.header().name.as_ref()
+        self.header().name()
     }
 }
 
 fn finished(header: &Header, kind: OutcomeKind, message: Option<String>) -> Finished {
     Finished {
         id: header.id,
-        name: header.name.clone(),
+        name: header.name().cloned(),
         kind,
         message,
     }
 }
 
-impl<Fut, T, E> ErasedJob for Job<Fut, T, E>
+impl<Fut, O> ErasedJob for Job<Fut, O>
 where
-    Fut: Future<Output = Result<T, E>> + Send,
-    T: Send + 'static,
-    E: Send + 'static,
+    O: TaskOutput,
+    Fut: Future<Output = Result<O::Ok, O::Err>> + Send,
 {
     fn header(&self) -> &Header {
         &self.header
@@ -276,19 +319,14 @@ where
             this.delivery.deliver(Err(TaskError::Cancelled(reason)));
             return Poll::Ready(finished(this.header, OutcomeKind::Cancelled, None));
         }
-        if let Some(token) = &this.header.token {
-            let cancelled = this
-                .cancelled
-                .get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
-            if cancelled.as_mut().poll(cx).is_ready() {
-                this.delivery
-                    .deliver(Err(TaskError::Cancelled(CancelReason::Token)));
-                return Poll::Ready(finished(this.header, OutcomeKind::Cancelled, None));
+        if let Some(extras) = &mut this.header.extras {
+            if let Some((kind, message)) = extras.poll_limits(cx) {
+                this.delivery.deliver(Err(match kind {
+                    OutcomeKind::TimedOut => TaskError::TimedOut,
+                    _ => TaskError::Cancelled(CancelReason::Token),
+                }));
+                return Poll::Ready(finished(this.header, kind, message));
             }
-        }
-        if let Some(timeout) = this.header.timeout {
-            this.timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         }
 
         match catch_unwind(AssertUnwindSafe(|| this.fut.poll(cx))) {
@@ -297,7 +335,7 @@ where
                 Poll::Ready(finished(this.header, OutcomeKind::Completed, None))
             }
             Ok(Poll::Ready(Err(err))) => {
-                let message = (this.describe)(&err);
+                let message = O::describe(&err);
                 this.delivery.deliver(Err(TaskError::Failed(err)));
                 Poll::Ready(finished(this.header, OutcomeKind::Failed, Some(message)))
             }
@@ -310,21 +348,9 @@ where
                 Poll::Ready(finished(this.header, OutcomeKind::Panicked, Some(message)))
             }
             Ok(Poll::Pending) => {
-                if let Some(timer) = this.timer {
-                    if timer.as_mut().poll(cx).is_ready() {
-                        let timeout = this.header.timeout.unwrap_or_default();
-                        this.delivery.deliver(Err(TaskError::TimedOut));
-                        let message = format!("timed out after {timeout:?}");
-                        return Poll::Ready(finished(
-                            this.header,
-                            OutcomeKind::TimedOut,
-                            Some(message),
-                        ));
-                    }
-                }
                 // Register for abort, then look again so an abort that raced
                 // the registration is not missed.
-                completion.run_waker.register(cx.waker());
+                completion.register_run_waker(cx.waker());
                 if let Some(reason) = completion.cancel_reason() {
                     this.delivery.deliver(Err(TaskError::Cancelled(reason)));
                     return Poll::Ready(finished(this.header, OutcomeKind::Cancelled, None));

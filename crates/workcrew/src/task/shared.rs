@@ -17,8 +17,8 @@ use super::drain_book::DrainOutcome;
 use super::error::DrainError;
 use super::events::{EventHub, PoolEvent};
 use super::id::TaskId;
-use super::job::{BoxJob, Header, Job};
-use super::output::{CancelReason, OutcomeKind};
+use super::job::{BoxJob, Extras, Header, Job};
+use super::output::{CancelReason, OutcomeKind, TaskOutput};
 use super::rate::Gcra;
 use super::stats::{Latency, PoolStats};
 use super::{supervisor, worker};
@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     supervisor_started: AtomicBool,
     pub(crate) events: EventHub,
     next_id: AtomicU64,
+    /// Origin of the jobs' enqueue timestamps.
+    epoch: Instant,
     pub(crate) retried: AtomicU64,
     /// The runtime seen at build or first spawn, for spawns made outside one.
     runtime: Mutex<Option<Handle>>,
@@ -70,6 +72,7 @@ impl Shared {
             supervisor_started: AtomicBool::new(false),
             events: EventHub::new(),
             next_id: AtomicU64::new(1),
+            epoch: Instant::now(),
             retried: AtomicU64::new(0),
             runtime: Mutex::new(Handle::try_current().ok()),
         }
@@ -81,33 +84,47 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub(crate) fn nanos_since_epoch(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     pub(crate) fn next_id(&self) -> TaskId {
         TaskId(self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    pub(crate) fn header(&self, name: Option<Arc<str>>, priority: Option<i32>) -> Header {
+    /// A job header; `extras` are the task's rare options, if it set any.
+    pub(crate) fn header(&self, priority: Option<i32>, extras: Option<Box<Extras>>) -> Header {
+        let extras = match (extras, self.config.task_timeout) {
+            (Some(mut e), Some(default)) => {
+                e.timeout.get_or_insert(default);
+                Some(e)
+            }
+            (None, Some(default)) => {
+                let mut e = Box::<Extras>::default();
+                e.timeout = Some(default);
+                Some(e)
+            }
+            (extras, None) => extras,
+        };
         Header {
             id: self.next_id(),
-            name,
             priority: priority.unwrap_or(self.config.default_priority),
-            enqueued: None,
-            timeout: self.config.task_timeout,
-            token: None,
+            enqueued_ns: 0,
+            extras,
         }
     }
 
     /// Queues a job if the pool is open and has room; otherwise gives it back
     /// with the reason, and — if `wait` and the queue is full — registers the
     /// caller as waiting for room (see [`RoomWait`]).
-    pub(crate) fn push<Fut, T, E>(
+    pub(crate) fn push<Fut, O>(
         self: &Arc<Self>,
-        mut job: Box<Job<Fut, T, E>>,
+        mut job: Box<Job<Fut, O>>,
         wait: bool,
-    ) -> Result<(), PushRefused<'_, Job<Fut, T, E>>>
+    ) -> Result<(), PushRefused<'_, Job<Fut, O>>>
     where
-        Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
+        O: TaskOutput,
+        Fut: Future<Output = Result<O::Ok, O::Err>> + Send + 'static,
     {
         let priority = job.header().priority;
         let fx = {
@@ -120,7 +137,7 @@ impl Shared {
                 });
                 return Err((why, job, waiter));
             }
-            job.set_enqueued(now);
+            job.set_enqueued(self.nanos_since_epoch(now));
             let erased: BoxJob = Box::into_pin(job);
             match st.core.push(priority, erased, now) {
                 Ok(fx) => fx,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::core::Refused;
 use super::error::{SpawnError, TrySpawnError};
 use super::events::PoolEvent;
-use super::job::{new_job, Header, TaskHandle};
+use super::job::{new_job, Extras, Header, TaskHandle};
 use super::output::TaskOutput;
 use super::pool::TaskPool;
 use super::retry::{run_with_retry, RetryPolicy, RetryPredicate};
@@ -22,20 +22,17 @@ use super::shared::Shared;
 /// Options shared by both builders.
 #[derive(Default)]
 struct Options {
-    name: Option<Arc<str>>,
     priority: Option<i32>,
-    timeout: Option<Duration>,
-    token: Option<CancellationToken>,
+    extras: Option<Box<Extras>>,
 }
 
 impl Options {
     fn header(self, shared: &Shared) -> Header {
-        let mut header = shared.header(self.name, self.priority);
-        if self.timeout.is_some() {
-            header.timeout = self.timeout;
-        }
-        header.token = self.token;
-        header
+        shared.header(self.priority, self.extras.filter(|e| !e.is_empty()))
+    }
+
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
     }
 }
 
@@ -109,7 +106,7 @@ macro_rules! option_setters {
     () => {
         /// Names the task in events, reports and stall errors.
         pub fn name(mut self, name: impl Into<String>) -> Self {
-            self.options.name = Some(Arc::from(name.into()));
+            self.options.extras().name = Some(Arc::from(name.into()));
             self
         }
 
@@ -124,14 +121,14 @@ macro_rules! option_setters {
         /// if it runs longer (counted from its start, across retries).
         /// Default: the pool's [`task_timeout`](super::TaskPoolBuilder::task_timeout).
         pub fn timeout(mut self, timeout: Duration) -> Self {
-            self.options.timeout = Some(timeout);
+            self.options.extras().timeout = Some(timeout);
             self
         }
 
         /// Ends the task as cancelled ([`CancelReason::Token`](super::CancelReason::Token))
         /// when `token` fires. A queued task notices when it is dequeued.
         pub fn cancel_token(mut self, token: CancellationToken) -> Self {
-            self.options.token = Some(token);
+            self.options.extras().token = Some(token);
             self
         }
     };

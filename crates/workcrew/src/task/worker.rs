@@ -53,9 +53,10 @@ pub(crate) async fn run(
             }
             let next = st.core.next_for_worker(slot, now);
             if let Next::Run(job) = &next {
-                if let Some(enqueued) = job.header().enqueued {
-                    st.wait_time.record(now.saturating_duration_since(enqueued));
-                }
+                let waited = shared
+                    .nanos_since_epoch(now)
+                    .saturating_sub(job.header().enqueued_ns);
+                st.wait_time.record(std::time::Duration::from_nanos(waited));
             }
             (next, fx, event)
         };
@@ -69,7 +70,7 @@ pub(crate) async fn run(
                     let h = job.header();
                     shared.events.send(PoolEvent::TaskStarted {
                         id: h.id,
-                        name: h.name.as_deref().map(str::to_owned),
+                        name: h.name().map(|n| n.to_string()),
                     });
                 }
                 finished = Some(run_job(job, &abort).await);
