@@ -20,7 +20,7 @@
 //!   `busy` is false exactly when nothing is queued, running or being cancelled.
 //! - an outcome published to drainers is taken by each of them or handed back.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -34,6 +34,7 @@ use super::output::OutcomeKind;
 use super::queue::PriorityQueue;
 use super::rate::Gcra;
 use super::report::{DrainReport, FailureKind, RunningTask, TaskFailure};
+use super::stats::Latencies;
 
 #[cfg(test)]
 mod model;
@@ -63,6 +64,8 @@ struct Running {
 struct Slot {
     notify: Arc<Notify>,
     abort: Arc<SlotAbort>,
+    /// Kept when the worker exits, so its figures stay in the stats.
+    latencies: Arc<Mutex<Latencies>>,
     running: Option<Running>,
     live: bool,
 }
@@ -94,6 +97,7 @@ pub(crate) struct NewWorker {
     pub(crate) slot: usize,
     pub(crate) notify: Arc<Notify>,
     pub(crate) abort: Arc<SlotAbort>,
+    pub(crate) latencies: Arc<Mutex<Latencies>>,
 }
 
 /// Why a job cannot be queued now.
@@ -247,6 +251,7 @@ impl<J: CoreJob> Core<J> {
                 self.slots.push(Slot {
                     notify: Arc::new(Notify::new()),
                     abort: Arc::new(SlotAbort::default()),
+                    latencies: Arc::default(),
                     running: None,
                     live: false,
                 });
@@ -259,6 +264,7 @@ impl<J: CoreJob> Core<J> {
             slot,
             notify: Arc::clone(&s.notify),
             abort: Arc::clone(&s.abort),
+            latencies: Arc::clone(&s.latencies),
         }
     }
 
@@ -288,7 +294,7 @@ impl<J: CoreJob> Core<J> {
             return;
         }
         let free = self.capacity - self.queue.len();
-        let batch = (self.capacity / 4).clamp(1, 64);
+        let batch = (self.capacity / 4).clamp(1, 1024);
         if free < batch && freed < batch && !self.queue.is_empty() {
             return;
         }
@@ -707,6 +713,11 @@ impl<J: CoreJob> Core<J> {
 
     pub(crate) fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// Every worker slot's histograms, live or not.
+    pub(crate) fn latencies(&self) -> impl Iterator<Item = &Arc<Mutex<Latencies>>> {
+        self.slots.iter().map(|s| &s.latencies)
     }
 
     pub(crate) fn totals(&self) -> Totals {

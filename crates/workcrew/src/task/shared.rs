@@ -29,8 +29,6 @@ pub(crate) type PushRefused<'a, J> = (Refused, Box<J>, Option<RoomWait<'a>>);
 /// What the pool mutex guards.
 pub(crate) struct State {
     pub(crate) core: Core<BoxJob>,
-    pub(crate) wait_time: Latency,
-    pub(crate) run_time: Latency,
 }
 
 pub(crate) struct Shared {
@@ -62,11 +60,7 @@ impl Shared {
         });
         Shared {
             config,
-            state: Mutex::new(State {
-                core,
-                wait_time: Latency::new(),
-                run_time: Latency::new(),
-            }),
+            state: Mutex::new(State { core }),
             drained: Notify::new(),
             supervisor_wake: Arc::new(Notify::new()),
             supervisor_started: AtomicBool::new(false),
@@ -153,7 +147,7 @@ impl Shared {
         if !fx.new_workers.is_empty() {
             let rt = self.runtime();
             for w in fx.new_workers {
-                rt.spawn(worker::run(Arc::clone(self), w.slot, w.notify, w.abort));
+                rt.spawn(worker::run(Arc::clone(self), w));
             }
         }
         if fx.became_busy && self.needs_supervisor() {
@@ -285,6 +279,12 @@ impl Shared {
     fn stats_of(&self, st: &State) -> PoolStats {
         let core = &st.core;
         let totals = core.totals();
+        let (mut wait, mut run) = (Latency::new(), Latency::new());
+        for latencies in core.latencies() {
+            let l = latencies.lock().unwrap_or_else(PoisonError::into_inner);
+            wait.add(&l.wait);
+            run.add(&l.run);
+        }
         PoolStats {
             queued: core.queued(),
             running: core.running(),
@@ -298,8 +298,8 @@ impl Shared {
             cancelled: totals.cancelled,
             timed_out: totals.timed_out,
             retried: self.retried.load(Ordering::Relaxed),
-            wait_time: st.wait_time.percentiles(),
-            run_time: st.run_time.percentiles(),
+            wait_time: wait.percentiles(),
+            run_time: run.percentiles(),
         }
     }
 }

@@ -70,6 +70,11 @@ impl Latency {
         self.0.saturating_record(ns.min(Self::MAX_NS));
     }
 
+    pub(crate) fn add(&mut self, other: &Latency) {
+        // Same bounds and precision on both sides, so this cannot fail.
+        let _ = self.0.add(&other.0);
+    }
+
     pub(crate) fn percentiles(&self) -> Percentiles {
         if self.0.is_empty() {
             return Percentiles::default();
@@ -81,6 +86,22 @@ impl Latency {
             p99: at(0.99),
             max: Duration::from_nanos(self.0.max()),
             count: self.0.len(),
+        }
+    }
+}
+
+/// One worker's wait- and run-time histograms. Each worker records into its
+/// own, outside the pool lock; [`PoolStats`] merges them.
+pub(crate) struct Latencies {
+    pub(crate) wait: Latency,
+    pub(crate) run: Latency,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies {
+            wait: Latency::new(),
+            run: Latency::new(),
         }
     }
 }
