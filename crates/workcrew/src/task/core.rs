@@ -30,6 +30,7 @@ use super::abort::SlotAbort;
 use super::drain_book::{DrainBook, DrainOutcome, Ticket};
 use super::error::DrainError;
 use super::id::TaskId;
+use super::inbox::Inbox;
 use super::output::OutcomeKind;
 use super::queue::PriorityQueue;
 use super::rate::Gcra;
@@ -137,6 +138,8 @@ pub(crate) struct Totals {
 
 pub(crate) struct Core<J> {
     queue: PriorityQueue<J>,
+    /// Default-priority jobs pushed without the pool lock (see `inbox`).
+    inbox: Arc<Inbox<J>>,
     capacity: usize,
     /// Spawners registered on `room` and not yet woken.
     room_waiters: usize,
@@ -172,6 +175,7 @@ impl<J: CoreJob> Core<J> {
     pub(crate) fn new(config: CoreConfig) -> Self {
         Core {
             queue: PriorityQueue::new(config.default_priority),
+            inbox: Arc::new(Inbox::new(config.queue_capacity)),
             capacity: config.queue_capacity,
             room_waiters: 0,
             room: Arc::new(Notify::new()),
@@ -202,8 +206,48 @@ impl<J: CoreJob> Core<J> {
 
     // ---- intake ----
 
-    /// Whether a job can be queued now.
-    pub(crate) fn admit(&self) -> Result<(), Refused> {
+    /// The inbox producers push to without the pool lock while it is hot.
+    pub(crate) fn inbox(&self) -> &Arc<Inbox<J>> {
+        &self.inbox
+    }
+
+    /// Moves the inbox into the queue and stops fast pushes, so the queue is
+    /// exact until [`refresh_hot`](Self::refresh_hot).
+    fn fold_inbox(&mut self) {
+        let queue = &mut self.queue;
+        self.inbox.cool_and_take(|jobs| queue.absorb_default(jobs));
+    }
+
+    /// Moves the inbox into the queue, keeping fast pushes on.
+    fn refill(&mut self) {
+        let queue = &mut self.queue;
+        self.inbox.refill(|jobs| {
+            queue.absorb_default(jobs);
+            queue.len()
+        });
+    }
+
+    /// Lets producers skip the pool lock exactly when a push would need
+    /// nothing but a place in the queue: busy, running, not closed, every
+    /// allowed worker started and none parked.
+    fn refresh_hot(&mut self) {
+        let eligible = self.busy
+            && !self.paused
+            && !self.closed
+            && self.idle.is_empty()
+            && self.workers >= self.max_concurrency;
+        if eligible && !self.inbox.is_hot() {
+            self.inbox.note_core_len(self.queue.len());
+            self.inbox.set_hot(true);
+        } else if !eligible && self.inbox.is_hot() {
+            self.inbox.set_hot(false);
+        }
+    }
+
+    /// Whether a job can be queued now. Folds the inbox in, so the answer is
+    /// exact and stays so while the caller holds the pool lock.
+    pub(crate) fn admit(&mut self) -> Result<(), Refused> {
+        self.fold_inbox();
         if self.closed {
             Err(Refused::Closed)
         } else if self.queue.len() >= self.capacity {
@@ -221,6 +265,7 @@ impl<J: CoreJob> Core<J> {
         now: Instant,
     ) -> Result<Effects, (Refused, J)> {
         if let Err(why) = self.admit() {
+            self.refresh_hot();
             return Err((why, job));
         }
         self.queue.push(priority, job);
@@ -240,6 +285,7 @@ impl<J: CoreJob> Core<J> {
                 fx.new_workers.push(self.add_worker());
             }
         }
+        self.refresh_hot();
         Ok(fx)
     }
 
@@ -293,7 +339,7 @@ impl<J: CoreJob> Core<J> {
         if self.room_waiters == 0 {
             return;
         }
-        let free = self.capacity - self.queue.len();
+        let free = self.capacity.saturating_sub(self.queued());
         let batch = (self.capacity / 4).clamp(1, 1024);
         if free < batch && freed < batch && !self.queue.is_empty() {
             return;
@@ -320,8 +366,7 @@ impl<J: CoreJob> Core<J> {
             self.slots[slot].notify.notify_one();
         }
         let wanted = self
-            .queue
-            .len()
+            .queued()
             .min(self.max_concurrency.saturating_sub(self.workers));
         for _ in 0..wanted {
             let w = self.add_worker();
@@ -334,9 +379,24 @@ impl<J: CoreJob> Core<J> {
     /// Called by the worker in `slot` when it is ready for work.
     pub(crate) fn next_for_worker(&mut self, slot: usize, now: Instant) -> Next<J> {
         debug_assert!(self.slots[slot].running.is_none());
+        let next = self.next_job(slot, now);
+        if !matches!(next, Next::Park) {
+            self.refresh_hot();
+        }
+        next
+    }
+
+    fn next_job(&mut self, slot: usize, now: Instant) -> Next<J> {
         if self.workers > self.max_concurrency {
             self.retire(slot);
             return Next::Exit;
+        }
+        if self.queue.default_lane_is_empty() && self.inbox.len() > 0 {
+            self.refill();
+        }
+        if self.queue.is_empty() {
+            // Before parking or exiting, make sure no fast push is missed.
+            self.fold_inbox();
         }
         if self.queue.is_empty() {
             if self.closed {
@@ -393,6 +453,7 @@ impl<J: CoreJob> Core<J> {
             return fx; // it had already retired
         }
         self.idle.retain(|&s| s != slot);
+        self.inbox.set_hot(false);
         if let Some(r) = self.slots[slot].running.take() {
             self.running -= 1;
             self.record(Finished {
@@ -462,6 +523,12 @@ impl<J: CoreJob> Core<J> {
 
     fn check_idle(&mut self, fx: &mut Effects) {
         if self.busy && self.queue.is_empty() && self.running == 0 && self.cancelling == 0 {
+            // Idle only if no fast push is in the inbox; none can arrive once
+            // it is cold, and `push` (under this lock) is the way back to busy.
+            self.fold_inbox();
+            if !self.queue.is_empty() {
+                return;
+            }
             self.busy = false;
             self.busy_since = None;
             fx.became_idle = true;
@@ -547,6 +614,7 @@ impl<J: CoreJob> Core<J> {
             return (false, fx);
         }
         self.closed = true;
+        self.fold_inbox();
         // Waiting spawners get their task back.
         self.room_waiters = 0;
         self.room.notify_waiters();
@@ -569,11 +637,13 @@ impl<J: CoreJob> Core<J> {
             return (false, fx);
         }
         self.paused = paused;
+        self.refresh_hot();
         if !paused {
             // Time spent paused is not a stall.
             self.last_progress = self.last_progress.map(|_| now);
             self.stall_fired = false;
             self.staff(&mut fx);
+            self.refresh_hot();
         }
         (true, fx)
     }
@@ -599,11 +669,13 @@ impl<J: CoreJob> Core<J> {
         } else {
             self.staff(&mut fx);
         }
+        self.refresh_hot();
         (old, fx)
     }
 
     /// Takes every queued job out for cancellation and lists running jobs to abort.
     pub(crate) fn cancel_all(&mut self) -> Cancellation<J> {
+        self.fold_inbox();
         let queued = self.queue.take_all();
         self.cancelling += queued.len();
         self.wake_spawners(queued.len());
@@ -703,8 +775,9 @@ impl<J: CoreJob> Core<J> {
 
     // ---- observation ----
 
+    /// Jobs waiting to start (the inbox may be a few pushes behind).
     pub(crate) fn queued(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.inbox.len()
     }
 
     pub(crate) fn running(&self) -> usize {

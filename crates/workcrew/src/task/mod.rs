@@ -87,6 +87,7 @@ mod drain_book;
 mod error;
 mod events;
 mod id;
+mod inbox;
 mod job;
 mod output;
 mod pool;

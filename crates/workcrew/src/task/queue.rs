@@ -43,6 +43,22 @@ impl<J> PriorityQueue<J> {
         self.len += 1;
     }
 
+    pub(crate) fn default_lane_is_empty(&self) -> bool {
+        self.default_lane.is_empty()
+    }
+
+    /// Appends `jobs` (all of the default priority, in order) to the default
+    /// lane, leaving `jobs` empty. O(1) when the lane is empty: the buffers are
+    /// swapped, so the caller gets the lane's warm buffer back for reuse.
+    pub(crate) fn absorb_default(&mut self, jobs: &mut VecDeque<J>) {
+        self.len += jobs.len();
+        if self.default_lane.is_empty() {
+            std::mem::swap(&mut self.default_lane, jobs);
+        } else {
+            self.default_lane.append(jobs);
+        }
+    }
+
     pub(crate) fn pop(&mut self) -> Option<J> {
         let take_other = match self.other_lanes.last_key_value() {
             Some((&p, _)) => self.default_lane.is_empty() || p > self.default_priority,

@@ -17,6 +17,7 @@ use super::drain_book::DrainOutcome;
 use super::error::DrainError;
 use super::events::{EventHub, PoolEvent};
 use super::id::TaskId;
+use super::inbox::Inbox;
 use super::job::{BoxJob, Extras, Header, Job};
 use super::output::{CancelReason, OutcomeKind, TaskOutput};
 use super::rate::Gcra;
@@ -34,6 +35,8 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     pub(crate) config: Config,
     state: Mutex<State>,
+    /// The core's inbox, for pushes that skip the pool lock.
+    inbox: Arc<Inbox<BoxJob>>,
     /// Drainers wait here for an outcome to be published.
     drained: Notify,
     supervisor_wake: Arc<Notify>,
@@ -59,6 +62,7 @@ impl Shared {
             rate: config.rate_limit.map(Gcra::new),
         });
         Shared {
+            inbox: Arc::clone(core.inbox()),
             config,
             state: Mutex::new(State { core }),
             drained: Notify::new(),
@@ -121,8 +125,16 @@ impl Shared {
         Fut: Future<Output = Result<O::Ok, O::Err>> + Send + 'static,
     {
         let priority = job.header().priority;
+        let now = Instant::now();
+        if priority == self.config.default_priority {
+            // A hot pool needs nothing but a place in the queue: skip the lock.
+            if let Some(claim) = self.inbox.claim() {
+                job.set_enqueued(self.nanos_since_epoch(now));
+                claim.push(Box::into_pin(job));
+                return Ok(());
+            }
+        }
         let fx = {
-            let now = Instant::now();
             let mut st = self.lock();
             if let Err(why) = st.core.admit() {
                 let waiter = (wait && why == Refused::Full).then(|| {

@@ -66,7 +66,9 @@ pub(crate) async fn run(shared: Arc<Shared>, me: NewWorker) {
             let next = st.core.next_for_worker(slot, now);
             if let Next::Run(job) = &next {
                 let ns = shared.nanos_since_epoch(now);
-                waited = Some(Duration::from_nanos(ns.saturating_sub(job.header().enqueued_ns)));
+                waited = Some(Duration::from_nanos(
+                    ns.saturating_sub(job.header().enqueued_ns),
+                ));
             }
             (next, fx, event)
         };

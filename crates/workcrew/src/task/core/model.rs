@@ -103,6 +103,7 @@ struct Model {
     ticket: Option<Ticket>,
     reported: u64,
     max_ever: usize,
+    fast_pushes: usize,
 }
 
 impl Model {
@@ -127,6 +128,7 @@ impl Model {
             ticket: None,
             reported: 0,
             max_ever: s.max_concurrency,
+            fast_pushes: 0,
         }
     }
 
@@ -205,26 +207,38 @@ impl Model {
         match op {
             Op::Spawn => {
                 let id = self.tasks.len() as u64;
-                // Priorities alternate so ordering is exercised.
-                match self
-                    .core
-                    .push((id % 2) as i32, TestJob(TaskId(id)), self.now)
-                {
-                    Ok(fx) => {
-                        assert!(self.room > 0);
-                        self.room -= 1;
-                        self.tasks.push(TaskState::Queued);
-                        self.add_workers(fx.new_workers);
-                    }
-                    Err((why, job)) => {
-                        assert!(self.core.is_closed());
-                        assert_eq!(
-                            why,
-                            Refused::Closed,
-                            "the model only spawns when there is room"
-                        );
-                        assert_eq!(job.0 .0, id, "the refused job is given back");
-                        self.tasks.push(TaskState::Rejected);
+                // Default-priority tasks take the inbox when the pool is hot,
+                // as `Shared::push` does.
+                let inbox = Arc::clone(self.core.inbox());
+                let claim = if id % 2 == 0 { inbox.claim() } else { None };
+                if let Some(claim) = claim {
+                    claim.push(TestJob(TaskId(id)));
+                    assert!(self.room > 0);
+                    self.room -= 1;
+                    self.tasks.push(TaskState::Queued);
+                    self.fast_pushes += 1;
+                } else {
+                    // Priorities alternate so ordering is exercised.
+                    match self
+                        .core
+                        .push((id % 2) as i32, TestJob(TaskId(id)), self.now)
+                    {
+                        Ok(fx) => {
+                            assert!(self.room > 0);
+                            self.room -= 1;
+                            self.tasks.push(TaskState::Queued);
+                            self.add_workers(fx.new_workers);
+                        }
+                        Err((why, job)) => {
+                            assert!(self.core.is_closed());
+                            assert_eq!(
+                                why,
+                                Refused::Closed,
+                                "the model only spawns when there is room"
+                            );
+                            assert_eq!(job.0 .0, id, "the refused job is given back");
+                            self.tasks.push(TaskState::Rejected);
+                        }
                     }
                 }
             }
@@ -407,7 +421,21 @@ impl Model {
         }
     }
 
-    fn key(&self) -> (Vec<Worker>, Vec<TaskState>, Vec<Op>, usize, Drainer, usize) {
+    /// What distinguishes states: the model's view plus the core's hidden
+    /// parts that change behaviour (where queued jobs are, whether the inbox
+    /// is hot, whether fast pushes happened on the way).
+    #[allow(clippy::type_complexity)]
+    fn key(
+        &self,
+    ) -> (
+        Vec<Worker>,
+        Vec<TaskState>,
+        Vec<Op>,
+        usize,
+        Drainer,
+        usize,
+        (usize, bool, bool),
+    ) {
         let mut used = self.used.clone();
         used.retain(|op| !matches!(op, Op::Spawn | Op::Look(_) | Op::Finish(..) | Op::DrainPoll));
         used.sort_by_key(|op| format!("{op:?}"));
@@ -418,15 +446,22 @@ impl Model {
             self.room,
             self.drainer,
             self.cancelled_out.len(),
+            (
+                self.core.inbox().len(),
+                self.core.inbox().is_hot(),
+                self.fast_pushes > 0,
+            ),
         )
     }
 }
 
-/// Explores every interleaving; returns the number of distinct states.
-fn explore(s: &Scenario) -> usize {
+/// Explores every interleaving; returns the number of distinct states and
+/// how many terminal paths used the inbox.
+fn explore(s: &Scenario) -> (usize, usize) {
     let mut seen = HashSet::new();
     let mut stack: Vec<Vec<Op>> = vec![Vec::new()];
     let mut terminals = 0;
+    let mut fast = 0;
     while let Some(path) = stack.pop() {
         let mut m = Model::new(s);
         for &op in &path {
@@ -449,6 +484,7 @@ fn explore(s: &Scenario) -> usize {
             }
             m.check_terminal(s);
             terminals += 1;
+            fast += usize::from(m.fast_pushes > 0);
             continue;
         }
         for op in ops {
@@ -458,12 +494,12 @@ fn explore(s: &Scenario) -> usize {
         }
     }
     assert!(terminals > 0);
-    seen.len()
+    (seen.len(), fast)
 }
 
 #[test]
 fn model_basic_spawn_finish_drain() {
-    let states = explore(&Scenario {
+    let (states, _) = explore(&Scenario {
         tasks: 3,
         max_concurrency: 2,
         capacity: 2,
@@ -503,6 +539,27 @@ fn model_limit_changes() {
             Op::DrainPoll,
         ],
     });
+}
+
+#[test]
+fn model_inbox_with_one_worker() {
+    // One worker makes the pool hot as soon as it runs, so pushes go through
+    // the inbox while close, pause, cancel-all and drains interleave.
+    let (_, fast) = explore(&Scenario {
+        tasks: 4,
+        max_concurrency: 1,
+        capacity: 3,
+        ops_allowed: &[
+            Op::Close,
+            Op::Pause,
+            Op::Resume,
+            Op::CancelAll,
+            Op::FinishCancelled,
+            Op::DrainBegin,
+            Op::DrainPoll,
+        ],
+    });
+    assert!(fast > 0, "some paths pushed through the inbox");
 }
 
 #[test]
