@@ -646,3 +646,49 @@ async fn stats_percentiles_follow_the_paused_clock() {
     assert!(wait.p50 >= ms(10), "wait p50 {:?}", wait.p50);
     assert!(wait.p50 <= wait.p90 && wait.p90 <= wait.p99 && wait.p99 <= wait.max);
 }
+
+/// `while let Some(ev) = events.next().await` must terminate: the stream ends once the pool is
+/// closed and idle, after the last task's `TaskFinished`, `Closed` and `Idle`.
+#[tokio::test(start_paused = true)]
+async fn event_stream_ends_once_the_pool_is_closed_and_idle() {
+    use futures::StreamExt;
+
+    let pool = pool(2);
+    let events = pool.events();
+    for _ in 0..3 {
+        detach(spawn(&pool, nap(ms(10))).await);
+    }
+    let closer = {
+        let pool = pool.clone();
+        tokio::spawn(async move { close_ok(&pool).await })
+    };
+    let seen: Vec<PoolEvent> = guard("event stream end", events.collect()).await;
+    closer.await.expect("close task");
+
+    let finished = seen
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                PoolEvent::TaskFinished {
+                    outcome: OutcomeKind::Completed,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(
+        finished, 3,
+        "every task's end is seen before the stream ends: {seen:?}"
+    );
+    assert!(seen.contains(&PoolEvent::Closed));
+    assert_eq!(
+        seen.last(),
+        Some(&PoolEvent::Idle),
+        "idle is the last event"
+    );
+
+    // A stream made after the end is empty at once.
+    let late: Vec<PoolEvent> = guard("late stream", pool.events().collect()).await;
+    assert!(late.is_empty());
+}

@@ -118,6 +118,8 @@ pub(crate) struct Effects {
     pub(crate) became_idle: bool,
     /// An outcome was published: wake drainers.
     pub(crate) wake_drainers: bool,
+    /// The pool is closed and idle for good: end the event streams.
+    pub(crate) ended: bool,
 }
 
 /// Jobs taken out for cancellation, and running jobs to abort.
@@ -532,6 +534,7 @@ impl<J: CoreJob> Core<J> {
             self.busy = false;
             self.busy_since = None;
             fx.became_idle = true;
+            fx.ended = self.closed;
             if self.drain.has_waiters() {
                 let outcome = self.take_outcome();
                 let published = self.drain.publish(outcome);
@@ -623,6 +626,7 @@ impl<J: CoreJob> Core<J> {
             self.slots[slot].notify.notify_one();
         }
         self.check_idle(&mut fx);
+        fx.ended = !self.busy;
         (true, fx)
     }
 

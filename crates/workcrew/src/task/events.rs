@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -78,9 +78,13 @@ pub enum PoolEvent {
 }
 
 /// Sends events to whoever subscribed; costs one relaxed load when nobody did.
+///
+/// `None` on the channel ends every stream: sent once the pool is closed and
+/// idle, after which no task event can follow.
 pub(crate) struct EventHub {
-    tx: broadcast::Sender<PoolEvent>,
+    tx: broadcast::Sender<Option<PoolEvent>>,
     subscribers: Arc<AtomicUsize>,
+    ended: AtomicBool,
 }
 
 impl EventHub {
@@ -91,6 +95,7 @@ impl EventHub {
         EventHub {
             tx: broadcast::channel(Self::CAPACITY).0,
             subscribers: Arc::new(AtomicUsize::new(0)),
+            ended: AtomicBool::new(false),
         }
     }
 
@@ -102,18 +107,30 @@ impl EventHub {
     pub(crate) fn send(&self, event: PoolEvent) {
         if self.active() {
             // An error only means every receiver went away meanwhile.
-            let _ = self.tx.send(event);
+            let _ = self.tx.send(Some(event));
+        }
+    }
+
+    /// Ends every stream (the pool is closed and idle).
+    pub(crate) fn end(&self) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(None);
         }
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         let rx = self.tx.subscribe();
-        let inner = futures::stream::unfold(rx, |mut rx| async move {
+        let ended = self.ended.load(Ordering::Acquire);
+        let inner = futures::stream::unfold((rx, ended), |(mut rx, ended)| async move {
+            if ended {
+                return None;
+            }
             match rx.recv().await {
-                Ok(event) => Some((event, rx)),
+                Ok(Some(event)) => Some((event, (rx, false))),
+                Ok(None) => None,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    Some((PoolEvent::Lagged { missed }, rx))
+                    Some((PoolEvent::Lagged { missed }, (rx, false)))
                 }
                 Err(broadcast::error::RecvError::Closed) => None,
             }
@@ -126,7 +143,8 @@ impl EventHub {
     }
 }
 
-/// A stream of [`PoolEvent`]s; ends when the pool is gone.
+/// A stream of [`PoolEvent`]s; ends once the pool is closed and idle (after
+/// its last `TaskFinished`, `Closed` and `Idle` events), or when it is dropped.
 ///
 /// Events sent before the stream was made are not seen. A subscriber that falls
 /// more than 4096 events behind gets [`PoolEvent::Lagged`] and continues.

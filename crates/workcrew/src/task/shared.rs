@@ -178,6 +178,9 @@ impl Shared {
         if fx.wake_drainers {
             self.drained.notify_waiters();
         }
+        if fx.ended {
+            self.events.end();
+        }
     }
 
     fn needs_supervisor(&self) -> bool {
