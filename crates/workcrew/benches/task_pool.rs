@@ -15,6 +15,10 @@
 //! - `joinset_unbounded`: `JoinSet::spawn` of every task, no limit, then join all.
 //! - `buffer_unordered`: `stream::iter(..).map(..).buffer_unordered(4)` driven by one task (no
 //!   parallelism: the floor).
+//! - `*_in_runtime`: `task_pool`, `semaphore_joinset` and `joinset_unbounded` again, with the
+//!   spawning loop running as a task on the runtime's two worker threads (as a server handler
+//!   does) rather than on `block_on`'s own thread. Printed as extra `ratio
+//!   task_pool_in_runtime/<baseline>_in_runtime` lines.
 //!
 //! Criterion reports its statistics first. Then the bench times every variant again, in
 //! [`ROUNDS`] interleaved rounds, and prints the median per task and the ratios as
@@ -63,15 +67,29 @@ enum Variant {
     SemaphoreJoinSet,
     JoinSetUnbounded,
     BufferUnordered,
+    /// The same three, with the spawning loop itself a task on the runtime (a server handler
+    /// spawning background work) instead of `block_on`'s thread.
+    TaskPoolInRuntime,
+    SemaphoreJoinSetInRuntime,
+    JoinSetUnboundedInRuntime,
 }
 
 impl Variant {
-    const ALL: [Variant; 5] = [
+    const ALL: [Variant; 8] = [
         Variant::TaskPool,
         Variant::TaskPoolTrySpawn,
         Variant::SemaphoreJoinSet,
         Variant::JoinSetUnbounded,
         Variant::BufferUnordered,
+        Variant::TaskPoolInRuntime,
+        Variant::SemaphoreJoinSetInRuntime,
+        Variant::JoinSetUnboundedInRuntime,
+    ];
+
+    /// In-runtime baselines `task_pool_in_runtime` is compared with.
+    const IN_RUNTIME_BASELINES: [Variant; 2] = [
+        Variant::SemaphoreJoinSetInRuntime,
+        Variant::JoinSetUnboundedInRuntime,
     ];
 
     /// The baselines `task_pool` is compared with, in the order the ratios are printed.
@@ -88,6 +106,9 @@ impl Variant {
             Variant::SemaphoreJoinSet => "semaphore_joinset",
             Variant::JoinSetUnbounded => "joinset_unbounded",
             Variant::BufferUnordered => "buffer_unordered",
+            Variant::TaskPoolInRuntime => "task_pool_in_runtime",
+            Variant::SemaphoreJoinSetInRuntime => "semaphore_joinset_in_runtime",
+            Variant::JoinSetUnboundedInRuntime => "joinset_unbounded_in_runtime",
         }
     }
 
@@ -100,8 +121,19 @@ impl Variant {
             Variant::SemaphoreJoinSet => rt.block_on(semaphore_joinset(tasks)),
             Variant::JoinSetUnbounded => rt.block_on(joinset_unbounded(tasks)),
             Variant::BufferUnordered => rt.block_on(buffer_unordered(tasks)),
+            Variant::TaskPoolInRuntime => in_runtime(rt, task_pool_spawn(tasks)),
+            Variant::SemaphoreJoinSetInRuntime => in_runtime(rt, semaphore_joinset(tasks)),
+            Variant::JoinSetUnboundedInRuntime => in_runtime(rt, joinset_unbounded(tasks)),
         }
     }
+}
+
+/// Runs `batch` as a task on one of the runtime's worker threads.
+fn in_runtime(
+    rt: &Runtime,
+    batch: impl std::future::Future<Output = Duration> + Send + 'static,
+) -> Duration {
+    rt.block_on(async move { tokio::spawn(batch).await.expect("batch task") })
 }
 
 /// The task every variant runs: a future that does nothing.
@@ -268,6 +300,14 @@ fn print_time_figures(rt: &Runtime, tasks: usize) {
     for baseline in Variant::BASELINES {
         println!(
             "ratio task_pool/{} {:.3}",
+            baseline.name(),
+            pool_ns / ns_per_task(baseline)
+        );
+    }
+    let pool_ns = ns_per_task(Variant::TaskPoolInRuntime);
+    for baseline in Variant::IN_RUNTIME_BASELINES {
+        println!(
+            "ratio task_pool_in_runtime/{} {:.3}",
             baseline.name(),
             pool_ns / ns_per_task(baseline)
         );
