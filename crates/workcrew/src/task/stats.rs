@@ -105,3 +105,51 @@ impl Default for Latencies {
         }
     }
 }
+
+/// Latency samples a worker has not yet published to its [`Latencies`].
+///
+/// Publishing takes the slot's mutex; doing it for every task cost more than
+/// the recording itself. Workers publish every [`SampleBuffer::BATCH`] tasks,
+/// before they park or wait, when they yield their thread, and — under the
+/// pool lock — when the pool goes idle, so a `stats()` after `drain()` sees
+/// every task.
+#[derive(Default)]
+pub(crate) struct SampleBuffer {
+    wait: Vec<u64>,
+    run: Vec<u64>,
+}
+
+impl SampleBuffer {
+    pub(crate) const BATCH: usize = 128;
+
+    fn nanos(d: Duration) -> u64 {
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn wait(&mut self, d: Duration) {
+        self.wait.push(Self::nanos(d));
+    }
+
+    pub(crate) fn run(&mut self, d: Duration) {
+        self.run.push(Self::nanos(d));
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.wait.len() >= Self::BATCH || self.run.len() >= Self::BATCH
+    }
+
+    pub(crate) fn publish(&mut self, into: &std::sync::Mutex<Latencies>) {
+        if self.wait.is_empty() && self.run.is_empty() {
+            return;
+        }
+        let mut l = into
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ns in self.wait.drain(..) {
+            l.wait.record(Duration::from_nanos(ns));
+        }
+        for ns in self.run.drain(..) {
+            l.run.record(Duration::from_nanos(ns));
+        }
+    }
+}

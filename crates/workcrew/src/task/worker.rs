@@ -7,10 +7,10 @@
 //! records the end of one job and takes the next under the *same* lock
 //! acquisition. Jobs run inline in the worker's own `poll`, so their wake-ups
 //! wake the worker directly. Latencies go to the worker's own histograms,
-//! outside the pool lock. A worker that always finds work yields its thread
+//! outside the pool lock and in batches (see `SampleBuffer`). A worker that always finds work yields its thread
 //! every [`YIELD_EVERY`] so it never starves the thread's other tasks.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -20,6 +20,7 @@ use super::core::{Effects, Finished, NewWorker, Next};
 use super::events::PoolEvent;
 use super::job::{poll_on_worker, BoxJob};
 use super::shared::Shared;
+use super::stats::SampleBuffer;
 
 /// A worker that always finds work yields its thread this often, so other
 /// tasks on the thread are not starved. Time-based rather than tokio's per-poll
@@ -42,10 +43,9 @@ pub(crate) async fn run(shared: Arc<Shared>, me: NewWorker) {
         armed: true,
     };
     let mut finished: Option<Finished> = None;
+    let mut samples = SampleBuffer::default();
     loop {
         let now = Instant::now();
-        let mut ran = None;
-        let mut waited = None;
         let (next, fx, event) = {
             let mut st = shared.lock();
             let mut fx = Effects::default();
@@ -53,7 +53,7 @@ pub(crate) async fn run(shared: Arc<Shared>, me: NewWorker) {
             if let Some(f) = finished.take() {
                 let started = st.core.started_at(slot).unwrap_or(now);
                 let run_time = now.saturating_duration_since(started);
-                ran = Some(run_time);
+                samples.run(run_time);
                 if shared.events.active() {
                     event = Some(PoolEvent::TaskFinished {
                         id: f.id,
@@ -62,24 +62,22 @@ pub(crate) async fn run(shared: Arc<Shared>, me: NewWorker) {
                     });
                 }
                 fx = st.core.finish(slot, f, now);
+                if fx.became_idle {
+                    // Before any drainer can wake: stats after drain are complete.
+                    samples.publish(&latencies);
+                }
             }
             let next = st.core.next_for_worker(slot, now);
             if let Next::Run(job) = &next {
                 let ns = shared.nanos_since_epoch(now);
-                waited = Some(Duration::from_nanos(
+                samples.wait(Duration::from_nanos(
                     ns.saturating_sub(job.header().enqueued_ns),
                 ));
             }
             (next, fx, event)
         };
-        if ran.is_some() || waited.is_some() {
-            let mut l = latencies.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(d) = ran {
-                l.run.record(d);
-            }
-            if let Some(d) = waited {
-                l.wait.record(d);
-            }
+        if samples.is_full() || !matches!(next, Next::Run(_)) {
+            samples.publish(&latencies);
         }
         if let Some(event) = event {
             shared.events.send(event);
@@ -95,6 +93,7 @@ pub(crate) async fn run(shared: Arc<Shared>, me: NewWorker) {
                     });
                 }
                 if now.saturating_duration_since(last_yield) >= YIELD_EVERY {
+                    samples.publish(&latencies);
                     tokio::task::yield_now().await;
                     last_yield = Instant::now();
                 }
