@@ -87,6 +87,10 @@ pub(crate) enum Next<J> {
     Run(J),
     /// Park until notified.
     Park,
+    /// Nothing to do right now: look again after yielding once, without
+    /// parking. Producers often push again within a microsecond; parking
+    /// and being woken for it costs a thread wake-up on both sides.
+    Spin,
     /// The rate limit allows the next start at this instant.
     WaitUntil(Instant),
     /// This worker is no longer needed; its slot is freed.
@@ -379,22 +383,28 @@ impl<J: CoreJob> Core<J> {
     // ---- workers ----
 
     /// Called by the worker in `slot` when it is ready for work.
-    pub(crate) fn next_for_worker(&mut self, slot: usize, now: Instant) -> Next<J> {
+    ///
+    /// With `may_spin`, an empty queue gives [`Next::Spin`] instead of
+    /// parking; the worker is then still awake and must call again.
+    pub(crate) fn next_for_worker(&mut self, slot: usize, now: Instant, may_spin: bool) -> Next<J> {
         debug_assert!(self.slots[slot].running.is_none());
-        let next = self.next_job(slot, now);
+        let next = self.next_job(slot, now, may_spin);
         if !matches!(next, Next::Park) {
             self.refresh_hot();
         }
         next
     }
 
-    fn next_job(&mut self, slot: usize, now: Instant) -> Next<J> {
+    fn next_job(&mut self, slot: usize, now: Instant, may_spin: bool) -> Next<J> {
         if self.workers > self.max_concurrency {
             self.retire(slot);
             return Next::Exit;
         }
         if self.queue.default_lane_is_empty() && self.inbox.len() > 0 {
             self.refill();
+        }
+        if self.queue.is_empty() && may_spin && !self.closed && !self.paused {
+            return Next::Spin;
         }
         if self.queue.is_empty() {
             // Before parking or exiting, make sure no fast push is missed.

@@ -37,6 +37,8 @@ enum Op {
     Spawn,
     /// The awake worker in this slot looks for work.
     Look(usize),
+    /// The same, allowed to spin instead of parking.
+    LookSpin(usize),
     /// The worker in this slot finishes its task this way, then looks again.
     Finish(usize, Kind),
     Close,
@@ -143,7 +145,10 @@ impl Model {
         }
         for (slot, (w, _)) in self.workers.iter().enumerate() {
             match w {
-                Worker::Awake => ops.push(Op::Look(slot)),
+                Worker::Awake => {
+                    ops.push(Op::Look(slot));
+                    ops.push(Op::LookSpin(slot));
+                }
                 Worker::Running(_) => {
                     for kind in [Kind::Ok, Kind::Err, Kind::Cancelled] {
                         ops.push(Op::Finish(slot, kind));
@@ -184,7 +189,12 @@ impl Model {
     }
 
     fn look(&mut self, slot: usize) {
-        match self.core.next_for_worker(slot, self.now) {
+        self.look_with(slot, false);
+    }
+
+    /// A look that may spin instead of parking.
+    fn look_with(&mut self, slot: usize, may_spin: bool) {
+        match self.core.next_for_worker(slot, self.now, may_spin) {
             Next::Run(job) => {
                 let id = job.0 .0;
                 assert_eq!(
@@ -199,6 +209,10 @@ impl Model {
             Next::Park => self.workers[slot].0 = Worker::Parked,
             Next::Exit => self.workers[slot] = (Worker::Exited, None),
             Next::WaitUntil(_) => unreachable!("no rate limit in the model"),
+            Next::Spin => {
+                assert!(may_spin);
+                // Still awake: it will look again.
+            }
         }
     }
 
@@ -243,6 +257,7 @@ impl Model {
                 }
             }
             Op::Look(slot) => self.look(slot),
+            Op::LookSpin(slot) => self.look_with(slot, true),
             Op::Finish(slot, kind) => {
                 let Worker::Running(id) = self.workers[slot].0 else {
                     unreachable!()
@@ -437,7 +452,12 @@ impl Model {
         (usize, bool, bool),
     ) {
         let mut used = self.used.clone();
-        used.retain(|op| !matches!(op, Op::Spawn | Op::Look(_) | Op::Finish(..) | Op::DrainPoll));
+        used.retain(|op| {
+            !matches!(
+                op,
+                Op::Spawn | Op::Look(_) | Op::LookSpin(_) | Op::Finish(..) | Op::DrainPoll
+            )
+        });
         used.sort_by_key(|op| format!("{op:?}"));
         (
             self.workers.iter().map(|(w, _)| *w).collect(),
