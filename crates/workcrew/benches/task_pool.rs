@@ -21,7 +21,8 @@
 //!   task_pool_in_runtime/<baseline>_in_runtime` lines.
 //!
 //! Criterion reports its statistics first. Then the bench times every variant again, in
-//! [`ROUNDS`] interleaved rounds, and prints the median per task and the ratios as
+//! [`ROUNDS`] interleaved rounds, each sample in a fresh process after a warm-up batch (see
+//! `time_in_child`), and prints the median per task and the ratios as
 //! `figure <name>_ns_per_task <v> ns` and `ratio task_pool/<baseline> <v>` (workcrew time divided
 //! by baseline time). Every batch is driven from `Runtime::block_on`, as `#[tokio::main]` does.
 //!
@@ -58,6 +59,10 @@ const WORKER_THREADS: usize = 2;
 const ROUNDS: usize = 5;
 /// Set in the child process that measures queued memory: `kept` or `detached` handles.
 const MEMORY_ENV: &str = "WORKCREW_BENCH_QUEUED_MEMORY";
+/// Set in a child process that times one sample of the named variant.
+const VARIANT_ENV: &str = "WORKCREW_BENCH_VARIANT";
+/// The batch size for that child.
+const TASKS_ENV: &str = "WORKCREW_BENCH_TASKS";
 
 /// One way of running a batch of no-op tasks at concurrency 4.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -268,11 +273,12 @@ fn bench_throughput(c: &mut Criterion, rt: &Runtime, tasks: usize) {
 
 /// Times every variant in interleaved rounds (so drift hits all alike) and prints the median
 /// time per task and the ratios.
-fn print_time_figures(rt: &Runtime, tasks: usize) {
+fn print_time_figures(tasks: usize) {
+    let exe = std::env::current_exe().expect("path of the bench binary");
     let mut samples = vec![Vec::with_capacity(ROUNDS); Variant::ALL.len()];
     for _ in 0..ROUNDS {
         for (i, variant) in Variant::ALL.into_iter().enumerate() {
-            samples[i].push(variant.run(rt, tasks));
+            samples[i].push(time_in_child(&exe, variant, tasks));
         }
     }
     let ns_per_task = |variant: Variant| {
@@ -312,6 +318,40 @@ fn print_time_figures(rt: &Runtime, tasks: usize) {
             pool_ns / ns_per_task(baseline)
         );
     }
+}
+
+/// Times one batch of `variant` in a fresh process (this binary re-executed), after a warm-up
+/// batch of a tenth of the size. A fresh process per sample keeps one variant's leftovers (a heap
+/// grown by a million live tasks, runtime queues) from slowing the next: measured, a `TaskPool`
+/// batch run right after a million-task `JoinSet` batch in the same runtime took up to 40% longer.
+fn time_in_child(exe: &std::path::Path, variant: Variant, tasks: usize) -> Duration {
+    let output = Command::new(exe)
+        .env(VARIANT_ENV, variant.name())
+        .env(TASKS_ENV, tasks.to_string())
+        .output()
+        .expect("start the bench binary for one sample");
+    assert!(
+        output.status.success(),
+        "sample of {} failed: {}",
+        variant.name(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let nanos: u64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("the child prints the batch time in nanoseconds");
+    Duration::from_nanos(nanos)
+}
+
+/// In the child process: warm up, then time one batch and print its nanoseconds.
+fn run_one_sample(name: &str, tasks: usize) {
+    let variant = Variant::ALL
+        .into_iter()
+        .find(|v| v.name() == name)
+        .expect("a known variant name");
+    let rt = runtime();
+    variant.run(&rt, (tasks / 10).max(1));
+    println!("{}", variant.run(&rt, tasks).as_nanos());
 }
 
 /// Runs the queued-memory measurement in child processes and relays their output.
@@ -404,6 +444,14 @@ fn main() {
         measure_queued_memory(mode == "kept", TASKS);
         return;
     }
+    if let Ok(name) = std::env::var(VARIANT_ENV) {
+        let tasks = std::env::var(TASKS_ENV)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(TASKS);
+        run_one_sample(&name, tasks);
+        return;
+    }
 
     // `cargo bench` passes `--bench`; `cargo test --benches` does not, and criterion then runs
     // each benchmark once as a smoke test.
@@ -418,7 +466,7 @@ fn main() {
     criterion.final_summary();
 
     if benchmarking {
-        print_time_figures(&rt, tasks);
+        print_time_figures(tasks);
         print_memory_figures();
     }
 }
