@@ -2,8 +2,9 @@
 //!
 //! Today it offers the **task pool**: bounded, prioritised, rate-limited async
 //! concurrency inside one process, with retries, timeouts, a runtime limit,
-//! stall detection, drain/close/shutdown, statistics and events. The process
-//! pool, durable batches and pipelines are planned (see the README).
+//! stall detection, drain/close/shutdown, statistics and events. The wire
+//! [`protocol`] for worker processes is implemented; the process pool itself,
+//! durable batches and pipelines are planned (see the README).
 //!
 //! ```
 //! use workcrew::task::TaskPool;
@@ -19,4 +20,5 @@
 //!
 //! See [`task`] for the guide.
 
+pub mod protocol;
 pub mod task;

@@ -1,0 +1,241 @@
+//! The reference Python worker (`workers/python/`), written from `docs/protocol.md` alone, driven
+//! over a real socket pair by the protocol types of this crate: handshake, echo, every error
+//! kind, cancel, heartbeats, output on stdout/stderr that must not disturb the channel, a crash,
+//! and a clean shutdown. Every child is killed and reaped by its guard, also on failure.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::net::UnixStream;
+use tokio_util::codec::Framed;
+use workcrew::protocol::{Encoding, ErrorKind, FrameCodec, Message, Welcome};
+
+/// How long any single exchange may take before the test fails instead of hanging.
+const GUARD: Duration = Duration::from_secs(20);
+
+struct Worker {
+    child: Option<Child>,
+    chan: Framed<UnixStream, FrameCodec>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn demo_worker() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workers/python/demo_worker.py")
+}
+
+/// Starts the demo worker with one end of a socket pair as its fd 0 and does the handshake.
+async fn start() -> Worker {
+    let (ours, theirs) = StdUnixStream::pair().expect("socket pair");
+    let child = Command::new("python3")
+        .arg(demo_worker())
+        .env("WORKCREW_PROTOCOL", "1")
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed to run the reference worker");
+    ours.set_nonblocking(true).expect("non-blocking");
+    let chan = Framed::new(
+        UnixStream::from_std(ours).expect("tokio stream"),
+        FrameCodec::default(),
+    );
+    let mut w = Worker {
+        child: Some(child),
+        chan,
+    };
+    let hello = match w.recv().await {
+        Some(Message::Hello(h)) => h,
+        other => panic!("expected HELLO, got {other:?}"),
+    };
+    assert_eq!(hello.protocol, 1);
+    assert_eq!(hello.concurrency, 4);
+    assert_eq!(hello.encodings, [Encoding::Json]);
+    for f in ["echo", "fail", "panic", "crash", "sleep", "spam"] {
+        assert!(hello.functions.iter().any(|g| g == f), "{f} announced");
+    }
+    let welcome = Welcome::negotiate(&hello, &[Encoding::Json, Encoding::Postcard], 1 << 20, 0)
+        .expect("json is shared");
+    w.send(Message::Welcome(welcome)).await;
+    w
+}
+
+impl Worker {
+    async fn send(&mut self, m: Message) {
+        tokio::time::timeout(GUARD, self.chan.send(m.to_frame()))
+            .await
+            .expect("send hung")
+            .expect("send");
+    }
+
+    /// The next message, or `None` at end of file.
+    async fn recv(&mut self) -> Option<Message> {
+        let frame = tokio::time::timeout(GUARD, self.chan.next())
+            .await
+            .expect("worker went silent")?;
+        Some(Message::from_frame(frame.expect("valid frame")).expect("valid message"))
+    }
+
+    async fn call(&mut self, id: u64, function: &str, args: serde_json::Value) {
+        let payload = Encoding::Json.encode(&args).unwrap();
+        self.send(Message::Call {
+            id,
+            function: function.into(),
+            payload,
+        })
+        .await;
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("child");
+        // Bounded: poll for the exit instead of blocking forever.
+        for _ in 0..2000 {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("worker did not exit");
+    }
+}
+
+fn json(payload: &Bytes) -> serde_json::Value {
+    Encoding::Json.decode(payload).unwrap()
+}
+
+#[tokio::test]
+async fn handshake_echo_heartbeat_and_clean_shutdown() {
+    let mut w = start().await;
+    w.call(1, "echo", serde_json::json!({"a": [1, 2, 3]})).await;
+    w.call(2, "echo", serde_json::json!("hi")).await;
+    w.send(Message::Ping { nonce: 77 }).await;
+    let mut results = std::collections::BTreeMap::new();
+    let mut pong = false;
+    while results.len() < 2 || !pong {
+        match w.recv().await {
+            Some(Message::Result { id, payload }) => {
+                results.insert(id, json(&payload));
+            }
+            Some(Message::Pong { nonce: 77 }) => pong = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(results[&1], serde_json::json!({"a": [1, 2, 3]}));
+    assert_eq!(results[&2], serde_json::json!("hi"));
+    w.send(Message::Shutdown).await;
+    assert!(
+        w.recv().await.is_none(),
+        "the worker closes the channel on shutdown"
+    );
+    assert!(w.wait_exit().success());
+}
+
+#[tokio::test]
+async fn every_error_kind_and_the_worker_keeps_serving() {
+    let mut w = start().await;
+    w.call(1, "fail", serde_json::json!([1])).await;
+    w.call(2, "panic", serde_json::json!(null)).await;
+    w.call(3, "nope", serde_json::json!(null)).await;
+    w.send(Message::Call {
+        id: 4,
+        function: "echo".into(),
+        payload: Bytes::from_static(b"{not json"),
+    })
+    .await;
+    let mut kinds = std::collections::BTreeMap::new();
+    while kinds.len() < 4 {
+        match w.recv().await {
+            Some(Message::Error { id, error }) => {
+                if id == 1 {
+                    assert_eq!(error.message, "asked to fail");
+                    assert_eq!(error.data, Some(serde_json::json!({"args": [1]})));
+                }
+                kinds.insert(id, error.kind);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(kinds[&1], ErrorKind::Failed);
+    assert_eq!(kinds[&2], ErrorKind::Panicked);
+    assert_eq!(kinds[&3], ErrorKind::UnknownFunction);
+    assert_eq!(kinds[&4], ErrorKind::BadArgs);
+    // Still serving.
+    w.call(5, "echo", serde_json::json!(5)).await;
+    assert_eq!(
+        w.recv().await,
+        Some(Message::Result {
+            id: 5,
+            payload: Bytes::from_static(b"5")
+        })
+    );
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_call() {
+    let mut w = start().await;
+    w.call(1, "sleep", serde_json::json!(60)).await;
+    w.call(2, "echo", serde_json::json!("still here")).await;
+    assert!(
+        matches!(w.recv().await, Some(Message::Result { id: 2, .. })),
+        "other calls run meanwhile"
+    );
+    w.send(Message::Cancel { id: 1 }).await;
+    w.send(Message::Cancel { id: 999 }).await; // not in flight: ignored
+    match w.recv().await {
+        Some(Message::Error { id: 1, error }) => assert_eq!(error.kind, ErrorKind::Cancelled),
+        other => panic!("expected the cancelled error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn printing_does_not_disturb_the_channel() {
+    let mut w = start().await;
+    let mut stdout = w.child.as_mut().unwrap().stdout.take().unwrap();
+    let mut stderr = w.child.as_mut().unwrap().stderr.take().unwrap();
+    // Drain both pipes, as the pool does, so the child never blocks on a full pipe.
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).map(|_| s)
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).map(|_| s)
+    });
+    w.call(1, "spam", serde_json::json!(2000)).await;
+    assert_eq!(
+        w.recv().await,
+        Some(Message::Result {
+            id: 1,
+            payload: Bytes::from_static(b"\"done\"")
+        })
+    );
+    w.send(Message::Shutdown).await;
+    assert!(w.wait_exit().success());
+    let out = out.join().unwrap().unwrap();
+    let err = err.join().unwrap().unwrap();
+    assert_eq!(out.lines().count(), 2000);
+    assert!(err.contains("noise on stderr 1999"));
+}
+
+#[tokio::test]
+async fn a_crash_closes_the_channel_and_reports_its_exit_code() {
+    let mut w = start().await;
+    w.call(1, "crash", serde_json::json!(3)).await;
+    assert!(w.recv().await.is_none(), "end of file, no answer");
+    assert_eq!(w.wait_exit().code(), Some(3));
+}

@@ -1,0 +1,48 @@
+"""The worker the Rust test suite drives (`crates/workcrew/tests/python_worker.rs`).
+
+Functions: echo, fail, panic, crash (exits the process), sleep (cancellable), spam (prints to
+stdout and stderr, which must not disturb the channel).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import workcrew_worker  # noqa: E402
+
+
+def echo(args, call):
+    return args
+
+
+def fail(args, call):
+    raise workcrew_worker.Failed("asked to fail", {"args": args})
+
+
+def panic(args, call):
+    raise RuntimeError("boom")
+
+
+def crash(args, call):
+    sys.stdout.flush()
+    os._exit(int(args))
+
+
+def sleep(args, call):
+    if call.wait_cancelled(float(args)):
+        raise workcrew_worker.Cancelled()
+    return "slept"
+
+
+def spam(args, call):
+    for i in range(int(args)):
+        print("noise on stdout %d" % i, flush=True)
+        print("noise on stderr %d" % i, file=sys.stderr, flush=True)
+    return "done"
+
+
+if __name__ == "__main__":
+    sys.exit(workcrew_worker.serve(
+        {"echo": echo, "fail": fail, "panic": panic, "crash": crash, "sleep": sleep, "spam": spam},
+        concurrency=4,
+    ))
