@@ -3,7 +3,8 @@
 //! Today it offers the **task pool**: bounded, prioritised, rate-limited async
 //! concurrency inside one process, with retries, timeouts, a runtime limit,
 //! stall detection, drain/close/shutdown, statistics and events. The wire
-//! [`protocol`] for worker processes is implemented; the process pool itself,
+//! [`protocol`] for worker processes and the Rust [`worker`] SDK are
+//! implemented; the process pool itself,
 //! durable batches and pipelines are planned (see the README).
 //!
 //! ```
@@ -22,3 +23,4 @@
 
 pub mod protocol;
 pub mod task;
+pub mod worker;

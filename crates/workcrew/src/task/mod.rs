@@ -106,6 +106,7 @@ pub use error::{BuildError, DrainError, SpawnError, TrySpawnError};
 pub use events::{EventStream, PoolEvent};
 pub use id::TaskId;
 pub use job::TaskHandle;
+pub(crate) use output::panic_message;
 pub use output::{CancelReason, OutcomeKind, PanicPayload, TaskError, TaskOutput};
 pub use pool::TaskPool;
 pub use rate::RateLimit;
