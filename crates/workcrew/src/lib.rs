@@ -2,10 +2,10 @@
 //!
 //! Today it offers the **task pool**: bounded, prioritised, rate-limited async
 //! concurrency inside one process, with retries, timeouts, a runtime limit,
-//! stall detection, drain/close/shutdown, statistics and events. The wire
-//! [`protocol`] for worker processes and the Rust [`worker`] SDK are
-//! implemented; the process pool itself,
-//! durable batches and pipelines are planned (see the README).
+//! stall detection, drain/close/shutdown, statistics and events. It also offers
+//! **pipelines** ([`pipeline`]): multi-stage processing with per-stage
+//! concurrency, bounded channels, ordered output and first-error cancellation.
+//! The process pool and durable batches are planned (see the README).
 //!
 //! ```
 //! use workcrew::task::TaskPool;
@@ -21,6 +21,7 @@
 //!
 //! See [`task`] for the guide.
 
+pub mod pipeline;
 pub mod protocol;
 pub mod task;
 pub mod worker;

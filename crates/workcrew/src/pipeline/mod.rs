@@ -1,0 +1,92 @@
+//! Multi-stage processing with bounded channels.
+//!
+//! A [`Pipeline`] takes items from an iterator or a stream through a chain of
+//! stages. Each stage has its own concurrency (its number of workers) and its
+//! own output channel capacity, so memory is bounded by the channels between
+//! stages, and a slow stage slows the ones before it instead of letting work
+//! pile up.
+//!
+//! ```
+//! use workcrew::pipeline::Pipeline;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let out = Pipeline::from_iter(1..=5u32)
+//!     .stage("fetch", 4, |n| async move { Ok::<_, String>(n * 10) })
+//!     .stage("parse", 2, |n| async move { Ok(n + 1) })
+//!     .ordered()
+//!     .collect()
+//!     .await
+//!     .unwrap();
+//! assert_eq!(out, [11, 21, 31, 41, 51]);
+//! # }
+//! ```
+//!
+//! # Stages
+//!
+//! [`stage`](Pipeline::stage) adds an async function, run by `concurrency`
+//! long-lived tasks; [`stage_blocking`](Pipeline::stage_blocking) adds a
+//! blocking or CPU-bound function, run by `concurrency` threads of tokio's
+//! blocking pool so it never holds an async worker thread. A third kind, a
+//! stage that calls a function of a `ProcessPool` (worker processes), will be
+//! added once the process pool exists; internally a stage is a worker loop
+//! over a function kind, so it will be one more kind.
+//!
+//! [`buffer`](Pipeline::buffer) sets the capacity of the channel after the
+//! last stage added (or after the source); 0 makes it a rendezvous, as a Go
+//! unbuffered channel. The default is [`DEFAULT_BUFFER`].
+//!
+//! # Output
+//!
+//! [`run`](Pipeline::run) returns a [`PipelineStream`] of
+//! `Result<T, PipelineError<E>>`; [`collect`](Pipeline::collect) gathers it.
+//! Results come as items finish, or in input order with
+//! [`ordered`](Pipeline::ordered), whose reordering memory is bounded by a
+//! window (see there) with backpressure on the source.
+//!
+//! # Errors
+//!
+//! By default the first error — a stage's `Err` or panic, carrying the stage
+//! name and the item's index, or a cancellation or deadline — stops every
+//! stage and is the stream's last item. Errors after it never replace it;
+//! they are kept in [`RunReport::later_errors`].
+//! [`continue_on_error`](Pipeline::continue_on_error) instead delivers each
+//! failure in its item's place and keeps going.
+//!
+//! # Cancellation
+//!
+//! [`cancel_token`](Pipeline::cancel_token), [`deadline`](Pipeline::deadline)
+//! and [`timeout`](Pipeline::timeout) bound the whole run. Dropping the
+//! [`PipelineStream`] stops the source and ends every stage task;
+//! [`PipelineStream::shutdown`] also waits for them.
+//!
+//! # Observing
+//!
+//! [`PipelineStream::stats`] gives per-stage counts (items in and out,
+//! failures, busy time, queue depth); [`PipelineStream::events`] streams
+//! [`PipelineEvent`]s.
+//!
+//! # By hand
+//!
+//! [`Dispatcher`] is the Go seed's manual style — `dispatch`, `receive`,
+//! `done`, with cancellation and errors handled — for code that wants to
+//! wire stages itself.
+
+mod builder;
+mod channel;
+mod dispatcher;
+mod error;
+mod events;
+mod ordered;
+mod run;
+mod source;
+mod stage;
+mod stats;
+mod stream;
+
+pub use builder::{Pipeline, DEFAULT_BUFFER};
+pub use dispatcher::{DispatchReport, Dispatcher, DispatcherBuilder};
+pub use error::{DispatchError, PipelineError};
+pub use events::{EventStream, PipelineEvent};
+pub use stats::{PipelineStats, StageStats};
+pub use stream::{Collected, PipelineStream, RunReport};
