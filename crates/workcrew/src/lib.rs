@@ -5,7 +5,8 @@
 //! stall detection, drain/close/shutdown, statistics and events. It also offers
 //! **pipelines** ([`pipeline`]): multi-stage processing with per-stage
 //! concurrency, bounded channels, ordered output and first-error cancellation.
-//! The process pool and durable batches are planned (see the README).
+//! For the process pool, the wire [`protocol`] and the Rust [`worker`] SDK
+//! exist; the pool itself and durable batches are planned (see the README).
 //!
 //! ```
 //! use workcrew::task::TaskPool;
