@@ -279,7 +279,7 @@ fn print_figures(rt: &Runtime, template: &Arc<Job>) {
         NOOP_ITEMS as f64 / h.as_secs_f64()
     );
     println!(
-        "ratio noop pipeline/handwritten {:.3}",
+        "ratio pipeline/handwritten_noop {:.3}",
         p.as_secs_f64() / h.as_secs_f64()
     );
 }
