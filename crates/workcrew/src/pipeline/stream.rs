@@ -38,6 +38,8 @@ const BATCH: usize = 128;
 pub struct PipelineStream<T, E> {
     rx: Receiver<Env<T, E>>,
     waiter: Option<u64>,
+    /// Empty looks since the last item (see `channel::RECV_SPINS`).
+    spins: u8,
     ready: VecDeque<Env<T, E>>,
     reorder: Option<Reorder<Env<T, E>>>,
     window: Option<Arc<Semaphore>>,
@@ -90,6 +92,7 @@ impl<T, E> PipelineStream<T, E> {
         PipelineStream {
             rx,
             waiter: None,
+            spins: 0,
             ready: VecDeque::with_capacity(BATCH),
             reorder: window_size.map(Reorder::new),
             window,
@@ -196,10 +199,13 @@ impl<T, E> Stream for PipelineStream<T, E> {
             } else if let Some(env) = this.ready.pop_front() {
                 return this.deliver(env);
             }
-            match this
-                .rx
-                .poll_recv_many(cx, &mut this.waiter, &mut this.ready, BATCH)
-            {
+            match this.rx.poll_recv_many(
+                cx,
+                &mut this.waiter,
+                &mut this.spins,
+                &mut this.ready,
+                BATCH,
+            ) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(0) => {
                     // Closed: every last-stage worker ended, or the run halted.
