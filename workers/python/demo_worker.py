@@ -1,7 +1,7 @@
 """The worker the Rust test suite drives (`crates/workcrew/tests/python_worker.rs`).
 
 Functions: echo, fail, panic, crash (exits the process), sleep (cancellable), spam (prints to
-stdout and stderr, which must not disturb the channel).
+stdout and stderr, which must not disturb the channel), pid (the worker's process id).
 """
 
 import os
@@ -34,6 +34,12 @@ def sleep(args, call):
     return "slept"
 
 
+def pid(args, call):
+    """Sleeps `args` seconds (so calls overlap), then returns this worker's pid."""
+    call.wait_cancelled(float(args or 0))
+    return os.getpid()
+
+
 def spam(args, call):
     for i in range(int(args)):
         print("noise on stdout %d" % i, flush=True)
@@ -43,6 +49,6 @@ def spam(args, call):
 
 if __name__ == "__main__":
     sys.exit(workcrew_worker.serve(
-        {"echo": echo, "fail": fail, "panic": panic, "crash": crash, "sleep": sleep, "spam": spam},
+        {"echo": echo, "fail": fail, "panic": panic, "crash": crash, "sleep": sleep, "spam": spam, "pid": pid},
         concurrency=4,
     ))

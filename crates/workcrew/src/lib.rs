@@ -5,8 +5,10 @@
 //! stall detection, drain/close/shutdown, statistics and events. It also offers
 //! **pipelines** ([`pipeline`]): multi-stage processing with per-stage
 //! concurrency, bounded channels, ordered output and first-error cancellation.
-//! For the process pool, the wire [`protocol`] and the Rust [`worker`] SDK
-//! exist; the pool itself and durable batches are planned (see the README).
+//! A first [`process`] pool (fixed workers, least-loaded routing, typed
+//! errors, crash isolation, graceful stop) runs workers that speak the wire
+//! [`protocol`], e.g. ones built with the Rust [`worker`] SDK; durable batches
+//! are planned (see the README).
 //!
 //! ```
 //! use workcrew::task::TaskPool;
@@ -23,6 +25,7 @@
 //! See [`task`] for the guide.
 
 pub mod pipeline;
+pub mod process;
 pub mod protocol;
 pub mod task;
 pub mod worker;

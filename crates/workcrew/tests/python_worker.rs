@@ -64,7 +64,7 @@ async fn start() -> Worker {
     assert_eq!(hello.protocol, 1);
     assert_eq!(hello.concurrency, 4);
     assert_eq!(hello.encodings, [Encoding::Json]);
-    for f in ["echo", "fail", "panic", "crash", "sleep", "spam"] {
+    for f in ["echo", "fail", "panic", "crash", "sleep", "spam", "pid"] {
         assert!(hello.functions.iter().any(|g| g == f), "{f} announced");
     }
     let welcome = Welcome::negotiate(&hello, &[Encoding::Json, Encoding::Postcard], 1 << 20, 0)

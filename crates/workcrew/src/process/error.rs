@@ -1,0 +1,108 @@
+//! Errors of starting a pool and of calls.
+
+use std::time::Duration;
+
+use crate::protocol::PayloadError;
+
+/// The pool could not start.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The worker program could not be started.
+    #[error("cannot start worker program {program:?}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker did not say `HELLO` within the ready timeout (it was killed).
+    #[error("worker pid {pid} not ready within {timeout:?}")]
+    NotReady {
+        /// Its process id.
+        pid: u32,
+        /// The ready timeout.
+        timeout: Duration,
+    },
+    /// A worker broke the handshake (exited, or sent something else).
+    #[error("worker pid {pid} failed the handshake: {reason}")]
+    Handshake {
+        /// Its process id.
+        pid: u32,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// A call did not return a value.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The function returned its own error.
+    #[error("{function} failed: {message}")]
+    Failed {
+        /// The function.
+        function: String,
+        /// Its error message.
+        message: String,
+        /// Details it attached.
+        data: Option<serde_json::Value>,
+    },
+    /// The function crashed (exception, panic); the worker went on.
+    #[error("{function} panicked: {message}")]
+    Panicked {
+        /// The function.
+        function: String,
+        /// The panic message.
+        message: String,
+    },
+    /// No worker serves this function.
+    #[error("no worker serves a function named {0:?}")]
+    UnknownFunction(String),
+    /// The worker could not decode the arguments.
+    #[error("{function} rejected its arguments: {message}")]
+    BadArgs {
+        /// The function.
+        function: String,
+        /// The worker's message.
+        message: String,
+    },
+    /// The worker process died while holding the call.
+    #[error("worker pid {pid} was lost ({exit}) during call {call_id}")]
+    WorkerLost {
+        /// Its process id.
+        pid: u32,
+        /// The call.
+        call_id: u64,
+        /// Its exit code or signal, as far as known.
+        exit: String,
+    },
+    /// The pool is stopped or has no live worker.
+    #[error("process pool has no live worker")]
+    NoWorkers,
+    /// The arguments could not be encoded, or the result decoded.
+    #[error("payload of a call to {function}")]
+    Payload {
+        /// The function.
+        function: String,
+        /// The codec's error.
+        #[source]
+        source: PayloadError,
+    },
+    /// The worker reported another error kind (cancelled, too large, internal).
+    #[error("{function}: {message}")]
+    Worker {
+        /// The function.
+        function: String,
+        /// The worker's message.
+        message: String,
+    },
+}
+
+impl CallError {
+    /// True if the worker died with the call.
+    pub fn is_worker_lost(&self) -> bool {
+        matches!(self, CallError::WorkerLost { .. })
+    }
+}

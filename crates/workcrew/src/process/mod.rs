@@ -1,0 +1,33 @@
+//! Call named functions in worker processes.
+//!
+//! **Early stage.** This first version starts a fixed set of workers (any
+//! program that speaks `docs/protocol.md`: a Rust program built with
+//! [`crate::worker`], the Python reference worker, ...), routes each call to
+//! the live worker with the fewest calls in flight (counted at routing time,
+//! so a burst spreads), returns typed errors, fails only the calls a crashed
+//! worker held (naming its exit code or signal), forwards workers' stdout and
+//! stderr to `tracing`, and stops gracefully (shutdown, stop timeout, kill,
+//! reap). Not yet: replacing crashed workers, autoscaling, per-call timeouts
+//! and cancellation, heartbeats, recycling, other routing strategies, events
+//! and stats.
+//!
+//! ```no_run
+//! use workcrew::process::ProcessPool;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = ProcessPool::builder("python3").arg("workers/python/demo_worker.py").workers(2).build().await?;
+//! let echoed: String = pool.call("echo", "hi").await?;
+//! assert_eq!(echoed, "hi");
+//! pool.stop().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod builder;
+mod error;
+mod pool;
+mod worker;
+
+pub use builder::ProcessPoolBuilder;
+pub use error::{CallError, StartError};
+pub use pool::ProcessPool;

@@ -1,0 +1,161 @@
+//! The process pool against real worker processes (the Python reference worker): calls and
+//! typed errors, a burst spreading over the workers, a crash failing only its call, a worker
+//! that never becomes ready, and no worker process outliving `stop` or the pool.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use workcrew::process::{CallError, ProcessPool, StartError};
+
+fn demo_worker() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workers/python/demo_worker.py")
+}
+
+async fn pool(workers: usize) -> ProcessPool {
+    ProcessPool::builder("python3")
+        .arg(demo_worker())
+        .workers(workers)
+        .build()
+        .await
+        .expect("python3 must be installed to run the reference worker")
+}
+
+/// Whether process `pid` still exists (a zombie counts: it must be reaped too).
+fn exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits (bounded) until none of `pids` exists.
+async fn all_gone(pids: &[u32]) -> bool {
+    for _ in 0..500 {
+        if pids.iter().all(|&p| !exists(p)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_return_values_and_typed_errors() {
+    let pool = pool(2).await;
+    let pids = pool.worker_pids();
+    assert_eq!(pids.len(), 2);
+
+    let v: serde_json::Value = pool
+        .call("echo", &serde_json::json!({"a": [1, 2]}))
+        .await
+        .unwrap();
+    assert_eq!(v, serde_json::json!({"a": [1, 2]}));
+    let s: String = pool.call("echo", "hi").await.unwrap();
+    assert_eq!(s, "hi");
+
+    match pool.call::<_, ()>("fail", &[7]).await {
+        Err(CallError::Failed {
+            function,
+            message,
+            data,
+        }) => {
+            assert_eq!(
+                (function.as_str(), message.as_str()),
+                ("fail", "asked to fail")
+            );
+            assert_eq!(data, Some(serde_json::json!({"args": [7]})));
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(matches!(
+        pool.call::<_, ()>("panic", &()).await,
+        Err(CallError::Panicked { .. })
+    ));
+    assert!(matches!(
+        pool.call::<_, ()>("no_such_function", &()).await,
+        Err(CallError::UnknownFunction(name)) if name == "no_such_function"
+    ));
+    // A result that is not the requested type is a payload error, not a panic.
+    assert!(matches!(
+        pool.call::<_, u32>("echo", "text").await,
+        Err(CallError::Payload { .. })
+    ));
+
+    pool.stop().await;
+    assert!(all_gone(&pids).await, "stop reaps every worker");
+    assert!(matches!(
+        pool.call::<_, String>("echo", "x").await,
+        Err(CallError::NoWorkers)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_spreads_over_the_workers() {
+    let pool = pool(2).await;
+    let calls = (0..20).map(|_| pool.call::<_, u32>("pid", &0.05));
+    let served: std::collections::HashSet<u32> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let pids: std::collections::HashSet<u32> = pool.worker_pids().into_iter().collect();
+    assert_eq!(served, pids, "both workers took calls from one burst");
+    pool.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_fails_only_its_call_and_names_the_exit_code() {
+    let pool = pool(2).await;
+    let pids = pool.worker_pids();
+    // `join!` polls in order: the crash call is routed (and counted) first, so the echo goes
+    // to the other worker, the one with fewer calls in flight.
+    let (crashed, other) = tokio::join!(
+        pool.call::<_, ()>("crash", &3),
+        pool.call::<_, String>("echo", "alive")
+    );
+    match crashed {
+        Err(CallError::WorkerLost { exit, .. }) => assert_eq!(exit, "exit code 3"),
+        other => panic!("expected WorkerLost, got {other:?}"),
+    }
+    assert_eq!(other.unwrap(), "alive");
+    assert_eq!(
+        pool.worker_pids().len(),
+        1,
+        "the crashed worker is out of the rotation"
+    );
+    let s: String = pool.call("echo", "still serving").await.unwrap();
+    assert_eq!(s, "still serving");
+    pool.stop().await;
+    assert!(all_gone(&pids).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_never_says_hello_is_not_ready_and_is_reaped() {
+    let err = ProcessPool::builder("sleep")
+        .arg("30")
+        .workers(1)
+        .ready_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap_err();
+    match err {
+        StartError::NotReady { pid, timeout } => {
+            assert_eq!(timeout, Duration::from_millis(300));
+            assert!(
+                all_gone(&[pid]).await,
+                "the unready worker is killed and reaped"
+            );
+        }
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+    let missing = ProcessPool::builder("/no/such/program")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StartError::Spawn { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_pool_stops_its_workers() {
+    let pool = pool(2).await;
+    let pids = pool.worker_pids();
+    drop(pool);
+    assert!(all_gone(&pids).await, "no worker outlives its pool");
+}
