@@ -1,7 +1,7 @@
 """The worker the Rust test suite drives (`crates/workcrew/tests/python_worker.rs`).
 
 Functions: echo, fail, panic, crash (exits the process), sleep (cancellable), spam (prints to
-stdout and stderr, which must not disturb the channel), pid (the worker's process id).
+stdout and stderr, which must not disturb the channel), pid (the worker's process id), hang (ignores cancel).
 """
 
 import os
@@ -34,6 +34,13 @@ def sleep(args, call):
     return "slept"
 
 
+def hang(args, call):
+    """Ignores cancellation: only a kill stops it."""
+    import time
+    time.sleep(float(args))
+    return "woke"
+
+
 def pid(args, call):
     """Sleeps `args` seconds (so calls overlap), then returns this worker's pid."""
     call.wait_cancelled(float(args or 0))
@@ -49,6 +56,6 @@ def spam(args, call):
 
 if __name__ == "__main__":
     sys.exit(workcrew_worker.serve(
-        {"echo": echo, "fail": fail, "panic": panic, "crash": crash, "sleep": sleep, "spam": spam, "pid": pid},
+        {"echo": echo, "fail": fail, "panic": panic, "crash": crash, "sleep": sleep, "spam": spam, "pid": pid, "hang": hang},
         concurrency=4,
     ))

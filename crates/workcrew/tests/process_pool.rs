@@ -115,15 +115,96 @@ async fn a_crash_fails_only_its_call_and_names_the_exit_code() {
         other => panic!("expected WorkerLost, got {other:?}"),
     }
     assert_eq!(other.unwrap(), "alive");
-    assert_eq!(
-        pool.worker_pids().len(),
-        1,
-        "the crashed worker is out of the rotation"
-    );
     let s: String = pool.call("echo", "still serving").await.unwrap();
     assert_eq!(s, "still serving");
+    // The pool returns to its size by itself, with a new process.
+    let replaced = replacement(&pool, &pids).await;
     pool.stop().await;
-    assert!(all_gone(&pids).await);
+    assert!(all_gone(&pids).await && all_gone(&replaced).await);
+}
+
+/// Waits (bounded) until the pool is back to `before.len()` workers with at least one new pid;
+/// returns the current pids.
+async fn replacement(pool: &ProcessPool, before: &[u32]) -> Vec<u32> {
+    for _ in 0..1000 {
+        let now = pool.worker_pids();
+        if now.len() == before.len() && now.iter().any(|p| !before.contains(p)) {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "no replacement worker appeared (before {before:?}, now {:?})",
+        pool.worker_pids()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_call_is_cancelled_and_a_worker_that_ignores_it_is_killed_and_replaced() {
+    let pool = ProcessPool::builder("python3")
+        .arg(demo_worker())
+        .workers(1)
+        .call_timeout(Duration::from_millis(300))
+        .cancel_grace(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let before = pool.worker_pids();
+    // A worker that honours CANCEL answers and stays.
+    let err = pool.call::<_, String>("sleep", &60).await.unwrap_err();
+    assert!(err.is_timeout(), "got {err:?}");
+    let s: String = pool.call("echo", "same worker").await.unwrap();
+    assert_eq!(s, "same worker");
+    assert_eq!(pool.worker_pids(), before);
+    // One that ignores it is killed after the grace period and replaced.
+    let err = pool.call::<_, String>("hang", &60).await.unwrap_err();
+    assert!(err.is_timeout(), "got {err:?}");
+    assert!(
+        all_gone(&before).await,
+        "the hung worker is killed and reaped"
+    );
+    let after = replacement(&pool, &before).await;
+    let s: String = pool.call("echo", "new worker").await.unwrap();
+    assert_eq!(s, "new worker");
+    pool.stop().await;
+    assert!(all_gone(&after).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_ends_with_a_clear_error_instead_of_spinning() {
+    let pool = ProcessPool::builder("python3")
+        .arg(demo_worker())
+        .workers(1)
+        .restart_budget(1, Duration::from_secs(600))
+        .build()
+        .await
+        .unwrap();
+    let first = pool.worker_pids();
+    assert!(pool
+        .call::<_, ()>("crash", &1)
+        .await
+        .unwrap_err()
+        .is_worker_lost());
+    let second = replacement(&pool, &first).await;
+    assert!(pool
+        .call::<_, ()>("crash", &1)
+        .await
+        .unwrap_err()
+        .is_worker_lost());
+    // The budget (1 restart) is spent: no third worker, and calls say why.
+    let mut err = None;
+    for _ in 0..500 {
+        match pool.call::<_, String>("echo", "x").await {
+            Err(CallError::CrashLoop { restarts, .. }) => {
+                err = Some(restarts);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    assert_eq!(err, Some(1));
+    assert!(pool.worker_pids().is_empty());
+    assert!(all_gone(&first).await && all_gone(&second).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,10 @@ pub(crate) struct Config {
     pub(crate) ready_timeout: Duration,
     pub(crate) stop_timeout: Duration,
     pub(crate) max_frame: usize,
+    pub(crate) call_timeout: Option<Duration>,
+    pub(crate) cancel_grace: Duration,
+    pub(crate) max_restarts: usize,
+    pub(crate) restart_window: Duration,
 }
 
 /// Configures a [`ProcessPool`]; made by [`ProcessPool::builder`].
@@ -42,6 +46,10 @@ impl ProcessPoolBuilder {
                 ready_timeout: Duration::from_secs(10),
                 stop_timeout: Duration::from_secs(5),
                 max_frame: DEFAULT_MAX_FRAME,
+                call_timeout: None,
+                cancel_grace: Duration::from_secs(2),
+                max_restarts: 5,
+                restart_window: Duration::from_secs(60),
             },
         }
     }
@@ -86,6 +94,31 @@ impl ProcessPoolBuilder {
     /// How long a stopping worker may take to exit before it is killed. Default: 5 s.
     pub fn stop_timeout(mut self, d: Duration) -> Self {
         self.config.stop_timeout = d;
+        self
+    }
+
+    /// A limit on every call: when it passes, the worker gets `CANCEL` and the
+    /// call fails with [`CallError::TimedOut`](super::CallError::TimedOut); a
+    /// worker that has not answered after [`cancel_grace`](Self::cancel_grace)
+    /// is killed and replaced. Default: none.
+    pub fn call_timeout(mut self, d: Duration) -> Self {
+        self.config.call_timeout = Some(d);
+        self
+    }
+
+    /// How long a cancelled call may take to end before its worker is killed. Default: 2 s.
+    pub fn cancel_grace(mut self, d: Duration) -> Self {
+        self.config.cancel_grace = d;
+        self
+    }
+
+    /// Workers that die are replaced, at most `max` times within `window`; past
+    /// that the pool stops replacing them (a crash loop) and calls fail with
+    /// [`CallError::CrashLoop`](super::CallError::CrashLoop) once none is left.
+    /// Default: 5 within 60 s.
+    pub fn restart_budget(mut self, max: usize, window: Duration) -> Self {
+        self.config.max_restarts = max;
+        self.config.restart_window = window;
         self
     }
 

@@ -81,6 +81,25 @@ pub enum CallError {
     /// The pool is stopped or has no live worker.
     #[error("process pool has no live worker")]
     NoWorkers,
+    /// The call ran past the pool's call timeout; the worker was told to
+    /// cancel it (and is killed if it does not).
+    #[error("call {call_id} to {function} timed out after {timeout:?}")]
+    TimedOut {
+        /// The function.
+        function: String,
+        /// The call.
+        call_id: u64,
+        /// The limit.
+        timeout: std::time::Duration,
+    },
+    /// Workers kept dying: the restart budget ran out and none is left.
+    #[error("workers crashed {restarts} times within {window:?}; no longer replacing them")]
+    CrashLoop {
+        /// Restarts made within the window.
+        restarts: usize,
+        /// The budget's window.
+        window: std::time::Duration,
+    },
     /// The arguments could not be encoded, or the result decoded.
     #[error("payload of a call to {function}")]
     Payload {
@@ -104,5 +123,10 @@ impl CallError {
     /// True if the worker died with the call.
     pub fn is_worker_lost(&self) -> bool {
         matches!(self, CallError::WorkerLost { .. })
+    }
+
+    /// True if the call timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, CallError::TimedOut { .. })
     }
 }

@@ -1,15 +1,21 @@
 //! Call named functions in worker processes.
 //!
-//! **Early stage.** This first version starts a fixed set of workers (any
+//! **Early stage.** This version starts a fixed number of workers (any
 //! program that speaks `docs/protocol.md`: a Rust program built with
-//! [`crate::worker`], the Python reference worker, ...), routes each call to
-//! the live worker with the fewest calls in flight (counted at routing time,
-//! so a burst spreads), returns typed errors, fails only the calls a crashed
-//! worker held (naming its exit code or signal), forwards workers' stdout and
-//! stderr to `tracing`, and stops gracefully (shutdown, stop timeout, kill,
-//! reap). Not yet: replacing crashed workers, autoscaling, per-call timeouts
-//! and cancellation, heartbeats, recycling, other routing strategies, events
-//! and stats.
+//! [`crate::worker`], the Python reference worker, ...) and:
+//! - routes each call to the live worker with the fewest calls in flight
+//!   (counted at routing time, so a burst spreads);
+//! - returns typed [`CallError`]s;
+//! - fails only the calls a crashed worker held, naming its exit code or
+//!   signal, and replaces the worker within a restart budget (a crash loop
+//!   ends with [`CallError::CrashLoop`], not a spin);
+//! - enforces a per-call timeout: `CANCEL` first, then, after a grace
+//!   period, kill and replace; a dropped call future sends `CANCEL` too;
+//! - forwards workers' stdout and stderr to `tracing`;
+//! - stops gracefully (shutdown, stop timeout, kill, reap).
+//!
+//! Not yet: autoscaling and idle reaping, heartbeats, recycling, other routing
+//! strategies, a bounded pool queue, fd passing, events and stats.
 //!
 //! ```no_run
 //! use workcrew::process::ProcessPool;

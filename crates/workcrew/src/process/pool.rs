@@ -1,12 +1,24 @@
-//! The public pool handle: routing calls to workers.
+//! The public pool handle: routing calls to workers, and the supervisor that
+//! replaces workers that die.
+//!
+//! # Implementation notes
+//!
+//! The live workers are a list behind an `RwLock`: calls take the read lock
+//! to route; the supervisor task (one per pool, holding it weakly) takes the
+//! write lock to drop a dead worker and add its replacement. Each worker's
+//! connection task reports its pid to the supervisor when it ends, whatever
+//! the reason, so every death is seen exactly once.
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::builder::{Config, ProcessPoolBuilder};
 use super::error::{CallError, StartError};
@@ -24,8 +36,13 @@ pub struct ProcessPool {
 }
 
 struct Inner {
-    workers: Vec<WorkerHandle>,
+    config: Config,
+    workers: RwLock<Vec<Arc<WorkerHandle>>>,
     next_id: AtomicU64,
+    stopping: AtomicBool,
+    /// Set when the restart budget ran out.
+    crash_loop: Mutex<Option<(usize, Duration)>>,
+    exits: mpsc::UnboundedSender<u32>,
 }
 
 impl ProcessPool {
@@ -35,13 +52,16 @@ impl ProcessPool {
     }
 
     pub(crate) async fn start(config: Config) -> Result<ProcessPool, StartError> {
-        let started =
-            futures::future::join_all((0..config.workers).map(|_| worker::start(&config))).await;
+        let (exits, exit_rx) = mpsc::unbounded_channel();
+        let started = futures::future::join_all(
+            (0..config.workers).map(|_| worker::start(&config, exits.clone())),
+        )
+        .await;
         let mut workers = Vec::with_capacity(started.len());
         let mut first_error = None;
         for w in started {
             match w {
-                Ok(w) => workers.push(w),
+                Ok(w) => workers.push(Arc::new(w)),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -49,17 +69,20 @@ impl ProcessPool {
         }
         let pool = ProcessPool {
             inner: Arc::new(Inner {
-                workers,
+                config,
+                workers: RwLock::new(workers),
                 next_id: AtomicU64::new(1),
+                stopping: AtomicBool::new(false),
+                crash_loop: Mutex::new(None),
+                exits,
             }),
         };
-        match first_error {
-            None => Ok(pool),
-            Some(e) => {
-                pool.stop().await;
-                Err(e)
-            }
+        if let Some(e) = first_error {
+            pool.stop().await;
+            return Err(e);
         }
+        tokio::spawn(supervise(Arc::downgrade(&pool.inner), exit_rx));
+        Ok(pool)
     }
 
     /// Calls `function` with `args` on the worker with the fewest calls in
@@ -68,20 +91,18 @@ impl ProcessPool {
     /// # Errors
     ///
     /// [`CallError`]: the function's own error, a panic, an unknown function,
-    /// a lost worker (naming its exit code or signal), or a payload that does
-    /// not encode or decode.
+    /// a timeout, a lost worker (naming its exit code or signal), or a payload
+    /// that does not encode or decode.
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future abandons the result; the worker still finishes the
-    /// call. (Cancellation messages come with per-call timeouts.)
+    /// Dropping the future sends `CANCEL` for the call to its worker.
     pub async fn call<A, R>(&self, function: &str, args: &A) -> Result<R, CallError>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
         let worker = self.route(function)?;
-        let _slot = InFlight(worker);
         let payload_err = |source| CallError::Payload {
             function: function.to_owned(),
             source,
@@ -103,7 +124,31 @@ impl ProcessPool {
         if worker.tx.send(cmd).is_err() {
             return Err(lost("exited".to_owned()));
         }
-        match answer.await {
+        let mut pending = PendingCall {
+            worker: &worker,
+            id,
+            answered: false,
+        };
+        let answer = match self.inner.config.call_timeout {
+            None => answer.await,
+            Some(limit) => match tokio::time::timeout(limit, answer).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    pending.answered = true;
+                    let _ = worker.tx.send(Command::Cancel {
+                        id,
+                        kill_after: Some(self.inner.config.cancel_grace),
+                    });
+                    return Err(CallError::TimedOut {
+                        function: function.to_owned(),
+                        call_id: id,
+                        timeout: limit,
+                    });
+                }
+            },
+        };
+        pending.answered = true;
+        match answer {
             Ok(Reply::Value(bytes)) => worker.encoding.decode(&bytes).map_err(payload_err),
             Ok(Reply::Error(e)) => Err(match e.kind {
                 ErrorKind::Failed => CallError::Failed {
@@ -132,10 +177,15 @@ impl ProcessPool {
 
     /// The live worker serving `function` with the fewest calls in flight;
     /// its count goes up now, so a burst spreads.
-    fn route(&self, function: &str) -> Result<&WorkerHandle, CallError> {
+    fn route(&self, function: &str) -> Result<InFlight, CallError> {
+        let workers = self
+            .inner
+            .workers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut any_alive = false;
-        let mut best: Option<&WorkerHandle> = None;
-        for w in &self.inner.workers {
+        let mut best: Option<&Arc<WorkerHandle>> = None;
+        for w in workers.iter() {
             if !w.alive.load(Ordering::Acquire) {
                 continue;
             }
@@ -152,10 +202,18 @@ impl ProcessPool {
         match best {
             Some(w) => {
                 w.in_flight.fetch_add(1, Ordering::Relaxed);
-                Ok(w)
+                Ok(InFlight(Arc::clone(w)))
             }
             None if any_alive => Err(CallError::UnknownFunction(function.to_owned())),
-            None => Err(CallError::NoWorkers),
+            None => match *self
+                .inner
+                .crash_loop
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+            {
+                Some((restarts, window)) => Err(CallError::CrashLoop { restarts, window }),
+                None => Err(CallError::NoWorkers),
+            },
         }
     }
 
@@ -163,6 +221,8 @@ impl ProcessPool {
     pub fn worker_pids(&self) -> Vec<u32> {
         self.inner
             .workers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter(|w| w.alive.load(Ordering::Acquire))
             .map(|w| w.pid)
@@ -171,21 +231,24 @@ impl ProcessPool {
 
     /// Stops every worker: no new calls are sent, calls in flight finish,
     /// then each worker gets `SHUTDOWN`, and is killed if it has not exited
-    /// within the stop timeout. Returns when every worker process is reaped.
+    /// within the stop timeout. Dead workers are no longer replaced. Returns
+    /// when every worker process is reaped.
     ///
     /// # Cancel safety
     ///
     /// If dropped, the workers still stop (their connection tasks carry on).
     pub async fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
         let mut tasks = Vec::new();
-        for w in &self.inner.workers {
+        let workers: Vec<_> = self
+            .inner
+            .workers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for w in &workers {
             let _ = w.tx.send(Command::Shutdown);
-            if let Some(task) = w
-                .task
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-            {
+            if let Some(task) = w.task.lock().unwrap_or_else(PoisonError::into_inner).take() {
                 tasks.push(task);
             }
         }
@@ -195,12 +258,105 @@ impl ProcessPool {
     }
 }
 
-/// Counts a call against its worker until it ends.
-struct InFlight<'a>(&'a WorkerHandle);
+/// Replaces workers that die, within the restart budget.
+async fn supervise(pool: Weak<Inner>, mut exits: mpsc::UnboundedReceiver<u32>) {
+    let mut restarts: VecDeque<Instant> = VecDeque::new();
+    let mut failures = 0u32;
+    while let Some(pid) = exits.recv().await {
+        let Some(inner) = pool.upgrade() else { return };
+        inner
+            .workers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|w| w.pid != pid);
+        loop {
+            if inner.stopping.load(Ordering::Acquire) {
+                break;
+            }
+            let live = inner
+                .workers
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len();
+            if live >= inner.config.workers {
+                break;
+            }
+            let now = Instant::now();
+            let window = inner.config.restart_window;
+            while restarts
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > window)
+            {
+                restarts.pop_front();
+            }
+            if restarts.len() >= inner.config.max_restarts {
+                tracing::error!(
+                    restarts = restarts.len(),
+                    ?window,
+                    "worker restart budget exhausted; not replacing workers"
+                );
+                *inner
+                    .crash_loop
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some((restarts.len(), window));
+                break;
+            }
+            restarts.push_back(now);
+            match worker::start(&inner.config, inner.exits.clone()).await {
+                Ok(w) => {
+                    failures = 0;
+                    tracing::info!(worker_pid = w.pid, replaced = pid, "worker replaced");
+                    inner
+                        .workers
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(Arc::new(w));
+                }
+                Err(e) => {
+                    // Back off: 100 ms doubling to 5 s between failed starts.
+                    failures += 1;
+                    let delay =
+                        Duration::from_millis(100) * 2u32.saturating_pow(failures.min(6) - 1);
+                    tracing::warn!(error = %e, ?delay, "starting a replacement worker failed");
+                    tokio::time::sleep(delay.min(Duration::from_secs(5))).await;
+                }
+            }
+        }
+    }
+}
 
-impl Drop for InFlight<'_> {
+/// Counts a call against its worker until it ends.
+struct InFlight(Arc<WorkerHandle>);
+
+impl std::ops::Deref for InFlight {
+    type Target = WorkerHandle;
+
+    fn deref(&self) -> &WorkerHandle {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends `CANCEL` for a call whose caller went away before its answer.
+struct PendingCall<'a> {
+    worker: &'a WorkerHandle,
+    id: u64,
+    answered: bool,
+}
+
+impl Drop for PendingCall<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            let _ = self.worker.tx.send(Command::Cancel {
+                id: self.id,
+                kill_after: None,
+            });
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
 use super::builder::Config;
@@ -43,6 +44,12 @@ pub(crate) enum Command {
         payload: Bytes,
         reply: oneshot::Sender<Reply>,
     },
+    /// Stop call `id` (send `CANCEL`); with `kill_after`, kill the worker if
+    /// the call is still unanswered that long after.
+    Cancel {
+        id: u64,
+        kill_after: Option<Duration>,
+    },
     Shutdown,
 }
 
@@ -58,7 +65,12 @@ pub(crate) struct WorkerHandle {
 }
 
 /// Starts one worker and completes its handshake.
-pub(crate) async fn start(config: &Config) -> Result<WorkerHandle, StartError> {
+/// Starts one worker and completes its handshake. When it later ends, its pid
+/// is sent on `exits`.
+pub(crate) async fn start(
+    config: &Config,
+    exits: mpsc::UnboundedSender<u32>,
+) -> Result<WorkerHandle, StartError> {
     let spawn_err = |source| StartError::Spawn {
         program: config.program.to_string_lossy().into_owned(),
         source,
@@ -142,13 +154,13 @@ pub(crate) async fn start(config: &Config) -> Result<WorkerHandle, StartError> {
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let alive = Arc::new(AtomicBool::new(true));
-    let task = tokio::spawn(connection(
-        chan,
-        child,
-        rx,
-        Arc::clone(&alive),
-        config.stop_timeout,
-    ));
+    let stop_timeout = config.stop_timeout;
+    let alive_flag = Arc::clone(&alive);
+    let task = tokio::spawn(async move {
+        connection(chan, child, rx, alive_flag, stop_timeout).await;
+        // Tells the pool's supervisor, which may start a replacement.
+        let _ = exits.send(pid);
+    });
     tracing::debug!(worker_pid = pid, functions = ?hello.functions, "worker ready");
     Ok(WorkerHandle {
         pid,
@@ -196,9 +208,15 @@ async fn connection(
     alive: Arc<AtomicBool>,
     stop_timeout: Duration,
 ) {
+    let pid = child.id();
     let mut pending: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
+    // Cancelled calls whose worker is killed if they stay unanswered.
+    let mut kill_at: Vec<(Instant, u64)> = Vec::new();
     let mut stopping = false;
+    let mut kill = false;
     loop {
+        kill_at.retain(|(_, id)| pending.contains_key(id));
+        let next_kill = kill_at.iter().map(|(at, _)| *at).min();
         tokio::select! {
             cmd = rx.recv(), if !stopping => {
                 // `None`: every pool handle is gone, so this worker stops too.
@@ -209,16 +227,28 @@ async fn connection(
                     let frame = match cmd {
                         Command::Call { id, function, payload, reply } => {
                             pending.insert(id, reply);
-                            Message::Call { id, function, payload }.to_frame()
+                            Some(Message::Call { id, function, payload }.to_frame())
+                        }
+                        Command::Cancel { id, kill_after } => {
+                            if pending.contains_key(&id) {
+                                if let Some(grace) = kill_after {
+                                    kill_at.push((Instant::now() + grace, id));
+                                }
+                                Some(Message::Cancel { id }.to_frame())
+                            } else {
+                                None // already answered
+                            }
                         }
                         Command::Shutdown => {
                             stopping = true;
-                            Message::Shutdown.to_frame()
+                            Some(Message::Shutdown.to_frame())
                         }
                     };
-                    if chan.feed(frame).await.is_err() {
-                        broken = true;
-                        break;
+                    if let Some(frame) = frame {
+                        if chan.feed(frame).await.is_err() {
+                            broken = true;
+                            break;
+                        }
                     }
                     if !stopping {
                         next = rx.try_recv().ok();
@@ -241,30 +271,46 @@ async fn connection(
                 }
                 Some(Ok(Ok(Message::Pong { .. }))) => {}
                 Some(Ok(Ok(other))) => {
-                    tracing::warn!(worker_pid = child.id(), message = ?other, "unexpected message; dropping the worker");
+                    tracing::warn!(worker_pid = pid, message = ?other, "unexpected message; dropping the worker");
+                    kill = true;
                     break;
                 }
                 Some(Ok(Err(e))) => {
-                    tracing::warn!(worker_pid = child.id(), error = %e, "malformed message; dropping the worker");
+                    tracing::warn!(worker_pid = pid, error = %e, "malformed message; dropping the worker");
+                    kill = true;
                     break;
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(worker_pid = child.id(), error = %e, "broken channel; dropping the worker");
+                    tracing::warn!(worker_pid = pid, error = %e, "broken channel; dropping the worker");
+                    kill = true;
                     break;
                 }
                 None => break,
             },
+            _ = sleep_until_opt(next_kill) => {
+                let now = Instant::now();
+                if kill_at.iter().any(|(at, id)| *at <= now && pending.contains_key(id)) {
+                    tracing::warn!(worker_pid = pid, "a cancelled call was not answered in time; killing the worker");
+                    kill = true;
+                    break;
+                }
+            }
             _ = tokio::time::sleep(stop_timeout), if stopping => {
-                tracing::warn!(worker_pid = child.id(), "worker did not stop in time; killing it");
+                tracing::warn!(worker_pid = pid, "worker did not stop in time; killing it");
+                kill = true;
                 break;
             }
         }
     }
     alive.store(false, Ordering::Release);
     // A worker that closed its channel is exiting; give it the stop timeout.
-    let status = match tokio::time::timeout(stop_timeout, child.wait()).await {
-        Ok(Ok(status)) => describe(status),
-        _ => reap(&mut child, true).await,
+    let status = if kill {
+        reap(&mut child, true).await
+    } else {
+        match tokio::time::timeout(stop_timeout, child.wait()).await {
+            Ok(Ok(status)) => describe(status),
+            _ => reap(&mut child, true).await,
+        }
     };
     for (_, reply) in pending.drain() {
         let _ = reply.send(Reply::Lost(status.clone()));
@@ -276,5 +322,12 @@ async fn connection(
             let _ = reply.send(Reply::Lost(status.clone()));
         }
     }
-    tracing::debug!(worker_pid = child.id(), %status, "worker ended");
+    tracing::debug!(worker_pid = pid, %status, "worker ended");
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
