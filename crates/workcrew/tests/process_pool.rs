@@ -240,3 +240,46 @@ async fn dropping_the_pool_stops_its_workers() {
     drop(pool);
     assert!(all_gone(&pids).await, "no worker outlives its pool");
 }
+
+/// A pipeline stage backed by the process pool: items go through a worker function in order,
+/// and a failing call stops the run with the stage's name and the item's index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_stage_runs_in_worker_processes() {
+    use workcrew::pipeline::{Pipeline, PipelineError};
+
+    let pool = pool(2).await;
+    let out = Pipeline::from_iter(0..50u32)
+        .stage_process("remote-echo", 4, pool.clone(), "echo")
+        .stage(
+            "double",
+            2,
+            |n: u32| async move { Ok::<_, CallError>(n * 2) },
+        )
+        .ordered()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(out, (0..50).map(|n| n * 2).collect::<Vec<_>>());
+
+    let err = Pipeline::from_iter(0..5u32)
+        .stage_process::<()>("remote-fail", 1, pool.clone(), "fail")
+        .collect()
+        .await
+        .unwrap_err();
+    match err {
+        PipelineError::Failed {
+            stage,
+            index,
+            error: CallError::Failed { message, .. },
+        } => {
+            assert_eq!(
+                (stage.as_str(), index, message.as_str()),
+                ("remote-fail", 0, "asked to fail")
+            );
+        }
+        other => panic!("expected the first call's failure, got {other:?}"),
+    }
+    let pids = pool.worker_pids();
+    pool.stop().await;
+    assert!(all_gone(&pids).await);
+}

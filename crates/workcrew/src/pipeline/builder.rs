@@ -169,6 +169,33 @@ where
         self.add_stage(name.into(), concurrency, AsyncFn(f, PhantomData), false)
     }
 
+    /// Adds a stage whose function runs in worker processes: each item is sent
+    /// as the argument of `function` to `pool` (see [`crate::process`]), with
+    /// up to `concurrency` calls in flight, and the decoded result moves on. A
+    /// failed call is the stage's error, converted with `E::from`.
+    ///
+    /// # Panics
+    ///
+    /// If `concurrency` is 0.
+    pub fn stage_process<U>(
+        self,
+        name: impl Into<String>,
+        concurrency: usize,
+        pool: crate::process::ProcessPool,
+        function: impl Into<String>,
+    ) -> Pipeline<U, E>
+    where
+        T: serde::Serialize + Sync,
+        U: serde::de::DeserializeOwned + Send + 'static,
+        E: From<crate::process::CallError>,
+    {
+        let function: Arc<str> = Arc::from(function.into());
+        self.stage(name, concurrency, move |item: T| {
+            let (pool, function) = (pool.clone(), Arc::clone(&function));
+            async move { pool.call::<T, U>(&function, &item).await.map_err(E::from) }
+        })
+    }
+
     /// Adds a stage of `concurrency` workers that call the blocking (or
     /// CPU-bound) `f(item)` off the async worker threads.
     ///

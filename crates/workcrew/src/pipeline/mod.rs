@@ -27,10 +27,9 @@
 //! [`stage`](Pipeline::stage) adds an async function, run by `concurrency`
 //! long-lived tasks; [`stage_blocking`](Pipeline::stage_blocking) adds a
 //! blocking or CPU-bound function, run by `concurrency` threads of tokio's
-//! blocking pool so it never holds an async worker thread. A third kind, a
-//! stage that calls a function of a `ProcessPool` (worker processes), will be
-//! added once the process pool exists; internally a stage is a worker loop
-//! over a function kind, so it will be one more kind.
+//! blocking pool so it never holds an async worker thread; and
+//! [`stage_process`](Pipeline::stage_process) sends each item to a function
+//! of a [`ProcessPool`](crate::process::ProcessPool) (worker processes).
 //!
 //! [`buffer`](Pipeline::buffer) sets the capacity of the channel after the
 //! last stage added (or after the source); 0 makes it a rendezvous, as a Go

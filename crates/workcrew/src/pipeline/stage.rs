@@ -13,8 +13,9 @@
 //!   under `Handle::block_on`, and the user's function is called there, so
 //!   CPU-bound or blocking work never occupies an async worker thread.
 //!
-//! A stage backed by a `ProcessPool` function will be one more [`StageFn`]
-//! (an async one whose future is the pool call) once the process pool exists.
+//! A stage backed by a `ProcessPool` function
+//! ([`Pipeline::stage_process`](super::Pipeline::stage_process)) is an async
+//! stage whose future is the pool call.
 //!
 //! Per item a worker does: take (try first, then wait), call under
 //! `catch_unwind`, pass on (try first, then wait). No allocation, no task
