@@ -183,7 +183,7 @@ pub(crate) fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     )
 }
 
-/// Why [`Receiver::try_recv`] returned nothing.
+/// Why [`Receiver::try_recv_share`] returned nothing.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum TryRecvError {
     Empty,
@@ -253,6 +253,37 @@ impl<T> Sender<T> {
     /// Queues `item`, waiting for room (on a rendezvous channel: for a
     /// receiver ready to take it). Gives the item back if the channel is
     /// closed first.
+    /// Moves as many of `items` as there is room for, in order, without
+    /// waiting; one lock and one round of wake-ups for the lot.
+    ///
+    /// # Errors
+    ///
+    /// `Closed` if the channel is closed (`items` keeps what was not sent).
+    pub(crate) fn try_send_many(&self, items: &mut VecDeque<T>) -> Result<(), ()> {
+        let mut wakers = Vec::new();
+        {
+            let mut st = self.chan.lock();
+            if st.send_closed() {
+                return Err(());
+            }
+            let mut pushed = 0;
+            while !items.is_empty() && st.room() {
+                if let Some(item) = items.pop_front() {
+                    st.queue.push_back(item);
+                    pushed += 1;
+                }
+            }
+            for _ in 0..pushed {
+                match st.recv_waiters.pop() {
+                    Some(w) => wakers.push(w),
+                    None => break,
+                }
+            }
+        }
+        wakers.into_iter().for_each(Waker::wake);
+        Ok(())
+    }
+
     pub(crate) fn send(&self, item: T) -> Send<'_, T> {
         Send {
             chan: &self.chan,
@@ -367,22 +398,43 @@ impl<T> Receiver<T> {
         Some((item, waker))
     }
 
-    pub(crate) fn try_recv(&self) -> Result<T, TryRecvError> {
-        let (item, waker) = {
+    /// Takes this receiver's share of the queue without waiting: `1/sharers`
+    /// of it, at least one item and at most `max`, so that with several
+    /// receivers a batch never starves the others of work.
+    pub(crate) fn try_recv_share(
+        &self,
+        out: &mut VecDeque<T>,
+        sharers: usize,
+        max: usize,
+    ) -> Result<usize, TryRecvError> {
+        let mut wakers = Vec::new();
+        let n = {
             let mut st = self.chan.lock();
             if st.closed {
                 return Err(TryRecvError::Closed);
             }
-            match Self::take(&mut st) {
-                Some(taken) => taken,
-                None if st.senders == 0 => return Err(TryRecvError::Closed),
-                None => return Err(TryRecvError::Empty),
+            let len = st.queue.len();
+            if len == 0 {
+                return Err(if st.senders == 0 {
+                    TryRecvError::Closed
+                } else {
+                    TryRecvError::Empty
+                });
             }
+            let n = len.div_ceil(sharers.max(1)).clamp(1, max.max(1));
+            out.extend(st.queue.drain(..n));
+            if st.refill() {
+                for _ in 0..n {
+                    match st.send_waiters.pop() {
+                        Some(w) => wakers.push(w),
+                        None => break,
+                    }
+                }
+            }
+            n
         };
-        if let Some(w) = waker {
-            w.wake();
-        }
-        Ok(item)
+        wakers.into_iter().for_each(Waker::wake);
+        Ok(n)
     }
 
     /// Waits for an item; `None` once the channel is closed, or drained with

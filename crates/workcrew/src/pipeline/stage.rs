@@ -21,6 +21,7 @@
 //! `catch_unwind`, pass on (try first, then wait). No allocation, no task
 //! spawn, no clock read unless the worker goes idle.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 
-use super::channel::{Receiver, Sender, TryRecvError, TrySendError};
+use super::channel::{Receiver, Sender, TryRecvError};
 use super::error::PipelineError;
 use super::events::PipelineEvent;
 use super::run::{Env, RunShared};
@@ -94,6 +95,26 @@ pub(crate) fn add_worker(stage: &StageShared) {
     stage.workers.fetch_add(1, Ordering::AcqRel);
 }
 
+/// Items a worker takes from its input at once, at most (it takes its share:
+/// the queue divided by the stage's concurrency).
+const BATCH: usize = 32;
+
+/// Hands `output` on, waiting for room as needed; false if the next stage is gone.
+async fn flush<T>(tx: &Sender<T>, output: &mut VecDeque<T>) -> bool {
+    while !output.is_empty() {
+        if tx.try_send_many(output).is_err() {
+            return false;
+        }
+        if let Some(env) = output.pop_front() {
+            // Full: wait for room for one, then try the rest at once again.
+            if tx.send(env).await.is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// One worker of a stage: runs until its input ends, its output is gone, or
 /// the run stops.
 pub(crate) async fn work<In, Out, E, S>(
@@ -110,18 +131,43 @@ pub(crate) async fn work<In, Out, E, S>(
         stage: &stage,
     };
     let mut stats = LocalStats::new(&stage);
+    // This worker's share of the input, and outputs not yet handed on: one
+    // channel lock per batch instead of per item (see `flush`).
+    let mut input: VecDeque<Env<In, E>> = VecDeque::new();
+    let mut output: VecDeque<Env<Out, E>> = VecDeque::new();
+    // Whether the last item's function had to wait (was not ready at once).
+    let mut waited = true;
     loop {
-        let env = match rx.try_recv() {
-            Ok(env) => env,
-            Err(TryRecvError::Closed) => break,
-            Err(TryRecvError::Empty) => {
-                stats.idle();
-                match rx.recv().await {
-                    Some(env) => env,
-                    None => break,
+        let env = match input.pop_front() {
+            Some(env) => env,
+            None => {
+                // Hand on what is done before looking for (or waiting for) more.
+                if !flush(&tx, &mut output).await {
+                    break;
+                }
+                // Batches only while items finish without waiting: a slow item
+                // holding others back would cost more than the hand-offs saved.
+                let max = if waited { 1 } else { BATCH };
+                match rx.try_recv_share(&mut input, stage.concurrency, max) {
+                    Ok(_) => match input.pop_front() {
+                        Some(env) => env,
+                        None => continue,
+                    },
+                    Err(TryRecvError::Closed) => break,
+                    Err(TryRecvError::Empty) => {
+                        stats.idle();
+                        match rx.recv().await {
+                            Some(env) => env,
+                            None => break,
+                        }
+                    }
                 }
             }
         };
+        if run.is_halted() {
+            break;
+        }
+        waited = false;
         stats.took();
         let index = env.index;
         let item = match env.item {
@@ -130,7 +176,15 @@ pub(crate) async fn work<In, Out, E, S>(
             Ok(input) => {
                 let called = std::panic::catch_unwind(AssertUnwindSafe(|| f.call(input)));
                 let outcome = match called {
-                    Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+                    Ok(fut) => {
+                        let mut fut = std::pin::pin!(AssertUnwindSafe(fut).catch_unwind());
+                        std::future::poll_fn(|cx| {
+                            let poll = fut.as_mut().poll(cx);
+                            waited |= poll.is_pending();
+                            poll
+                        })
+                        .await
+                    }
                     Err(payload) => Err(payload),
                 };
                 match outcome {
@@ -160,18 +214,17 @@ pub(crate) async fn work<In, Out, E, S>(
             }
             item => Env { index, item },
         };
-        match tx.try_send(env) {
-            Ok(()) => {}
-            Err(TrySendError::Closed(_)) => break,
-            Err(TrySendError::Full(env)) => {
-                if tx.send(env).await.is_err() {
-                    break;
-                }
-            }
-        }
+        output.push_back(env);
         stats.passed();
+        if waited && !flush(&tx, &mut output).await {
+            break;
+        }
         // Cooperative scheduling: a worker whose input never runs dry and whose
         // output never fills would otherwise never yield its thread.
         tokio::task::consume_budget().await;
+    }
+    // Input ended: what this worker finished still goes on (unless the run stopped).
+    if !run.is_halted() {
+        flush(&tx, &mut output).await;
     }
 }
