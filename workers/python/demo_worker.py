@@ -41,6 +41,12 @@ def hang(args, call):
     return "woke"
 
 
+def inflight(args, call):
+    """Sleeps `args` seconds; returns how many calls this worker held when this one arrived."""
+    call.wait_cancelled(float(args))
+    return call.in_flight_at_arrival
+
+
 def pid(args, call):
     """Sleeps `args` seconds (so calls overlap), then returns this worker's pid."""
     call.wait_cancelled(float(args or 0))
@@ -56,6 +62,6 @@ def spam(args, call):
 
 if __name__ == "__main__":
     sys.exit(workcrew_worker.serve(
-        {"echo": echo, "fail": fail, "panic": panic, "crash": crash, "sleep": sleep, "spam": spam, "pid": pid, "hang": hang},
-        concurrency=4,
+        {"echo": echo, "fail": fail, "panic": panic, "crash": crash, "sleep": sleep, "spam": spam, "pid": pid, "hang": hang, "inflight": inflight},
+        concurrency=int(os.environ.get("DEMO_CONCURRENCY", "4")),
     ))

@@ -55,6 +55,8 @@ class Call:
         self.id = call_id
         self.function = function
         self._cancelled = threading.Event()
+        # Calls this worker held (this one included) when this one arrived.
+        self.in_flight_at_arrival = 0
 
     @property
     def cancelled(self):
@@ -183,6 +185,7 @@ def serve(functions, concurrency=1, channel_fd=0):
             call = Call(call_id, name)
             with calls_lock:
                 calls[call_id] = call
+                call.in_flight_at_arrival = len(calls)
             pool.submit(run, call, payload)
         elif kind == CANCEL:
             with calls_lock:

@@ -283,3 +283,27 @@ async fn a_pipeline_stage_runs_in_worker_processes() {
     pool.stop().await;
     assert!(all_gone(&pids).await);
 }
+
+/// The pool never sends a worker more calls than the concurrency it announced in `HELLO`; the
+/// rest wait in the pool (protocol section 3.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_never_gets_more_calls_than_its_concurrency() {
+    let pool = ProcessPool::builder("python3")
+        .arg(demo_worker())
+        .env("DEMO_CONCURRENCY", "2")
+        .workers(1)
+        .build()
+        .await
+        .unwrap();
+    let seen =
+        futures::future::join_all((0..8).map(|_| pool.call::<_, u32>("inflight", &0.05))).await;
+    let seen: Vec<u32> = seen.into_iter().map(|r| r.unwrap()).collect();
+    assert!(
+        seen.iter().all(|&n| n <= 2),
+        "worker saw {seen:?} calls at once"
+    );
+    assert!(seen.contains(&2), "both slots were used: {seen:?}");
+    let pids = pool.worker_pids();
+    pool.stop().await;
+    assert!(all_gone(&pids).await);
+}

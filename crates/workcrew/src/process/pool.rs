@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use super::builder::{Config, ProcessPoolBuilder};
@@ -43,6 +43,8 @@ struct Inner {
     /// Set when the restart budget ran out.
     crash_loop: Mutex<Option<(usize, Duration)>>,
     exits: mpsc::UnboundedSender<u32>,
+    /// Calls waiting for a worker below its concurrency wait here.
+    slot_freed: Notify,
 }
 
 impl ProcessPool {
@@ -75,6 +77,7 @@ impl ProcessPool {
                 stopping: AtomicBool::new(false),
                 crash_loop: Mutex::new(None),
                 exits,
+                slot_freed: Notify::new(),
             }),
         };
         if let Some(e) = first_error {
@@ -102,7 +105,7 @@ impl ProcessPool {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let worker = self.route(function)?;
+        let worker = self.route_wait(function).await?;
         let payload_err = |source| CallError::Payload {
             function: function.to_owned(),
             source,
@@ -177,13 +180,14 @@ impl ProcessPool {
 
     /// The live worker serving `function` with the fewest calls in flight;
     /// its count goes up now, so a burst spreads.
-    fn route(&self, function: &str) -> Result<InFlight, CallError> {
+    fn route(&self, function: &str) -> Result<Option<InFlight>, CallError> {
         let workers = self
             .inner
             .workers
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         let mut any_alive = false;
+        let mut serves = false;
         let mut best: Option<&Arc<WorkerHandle>> = None;
         for w in workers.iter() {
             if !w.alive.load(Ordering::Acquire) {
@@ -193,17 +197,21 @@ impl ProcessPool {
             if !w.functions.contains(function) {
                 continue;
             }
-            if best.is_none_or(|b| {
-                w.in_flight.load(Ordering::Relaxed) < b.in_flight.load(Ordering::Relaxed)
-            }) {
+            serves = true;
+            let load = w.in_flight.load(Ordering::Relaxed);
+            if load >= w.concurrency {
+                continue; // at the concurrency it announced
+            }
+            if best.is_none_or(|b| load < b.in_flight.load(Ordering::Relaxed)) {
                 best = Some(w);
             }
         }
         match best {
             Some(w) => {
                 w.in_flight.fetch_add(1, Ordering::Relaxed);
-                Ok(InFlight(Arc::clone(w)))
+                Ok(Some(InFlight(Arc::clone(w), Arc::clone(&self.inner))))
             }
+            None if serves => Ok(None),
             None if any_alive => Err(CallError::UnknownFunction(function.to_owned())),
             None => match *self
                 .inner
@@ -214,6 +222,20 @@ impl ProcessPool {
                 Some((restarts, window)) => Err(CallError::CrashLoop { restarts, window }),
                 None => Err(CallError::NoWorkers),
             },
+        }
+    }
+
+    /// Like `route`, waiting while every worker serving `function` is at its
+    /// concurrency (a slot frees when a call ends, a worker is replaced or dies).
+    async fn route_wait(&self, function: &str) -> Result<InFlight, CallError> {
+        loop {
+            let freed = self.inner.slot_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(slot) = self.route(function)? {
+                return Ok(slot);
+            }
+            freed.await;
         }
     }
 
@@ -269,6 +291,8 @@ async fn supervise(pool: Weak<Inner>, mut exits: mpsc::UnboundedReceiver<u32>) {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|w| w.pid != pid);
+        // Waiting calls must look again: their worker may be gone (NoWorkers, CrashLoop).
+        inner.slot_freed.notify_waiters();
         loop {
             if inner.stopping.load(Ordering::Acquire) {
                 break;
@@ -311,6 +335,7 @@ async fn supervise(pool: Weak<Inner>, mut exits: mpsc::UnboundedReceiver<u32>) {
                         .write()
                         .unwrap_or_else(PoisonError::into_inner)
                         .push(Arc::new(w));
+                    inner.slot_freed.notify_waiters();
                 }
                 Err(e) => {
                     // Back off: 100 ms doubling to 5 s between failed starts.
@@ -325,8 +350,8 @@ async fn supervise(pool: Weak<Inner>, mut exits: mpsc::UnboundedReceiver<u32>) {
     }
 }
 
-/// Counts a call against its worker until it ends.
-struct InFlight(Arc<WorkerHandle>);
+/// Counts a call against its worker until it ends, then lets a waiting call in.
+struct InFlight(Arc<WorkerHandle>, Arc<Inner>);
 
 impl std::ops::Deref for InFlight {
     type Target = WorkerHandle;
@@ -339,6 +364,7 @@ impl std::ops::Deref for InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.1.slot_freed.notify_one();
     }
 }
 

@@ -58,6 +58,8 @@ pub(crate) struct WorkerHandle {
     pub(crate) pid: u32,
     pub(crate) functions: HashSet<String>,
     pub(crate) encoding: Encoding,
+    /// Calls the worker runs at once (from its `HELLO`); never exceeded.
+    pub(crate) concurrency: usize,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) alive: Arc<AtomicBool>,
     pub(crate) tx: mpsc::UnboundedSender<Command>,
@@ -166,6 +168,7 @@ pub(crate) async fn start(
         pid,
         functions: hello.functions.into_iter().collect(),
         encoding,
+        concurrency: hello.concurrency.max(1) as usize,
         in_flight: AtomicUsize::new(0),
         alive,
         tx,

@@ -1,0 +1,185 @@
+//! Process pool figures, with the baseline measured in the same run:
+//!
+//! ```text
+//! cargo bench -p workcrew --bench process_pool
+//! ```
+//!
+//! The workers are this benchmark binary re-executed in worker mode (built with
+//! [`workcrew::worker`]), so no other program is needed.
+//!
+//! - `echo_calls_per_s`: 100,000 trivial echo calls issued at once to 2 workers.
+//! - `call_p50_us` / `call_p99_us`: one call at a time; `ratio call_p50/raw_p50` compares with a
+//!   raw round trip of a 16-byte frame over a socket pair to a child process that echoes it
+//!   (the physical limit).
+//! - `startup_ms`: from `build()` (2 workers) to the first answered call.
+//! - `cpu_efficiency`: 200 calls of ~10 ms of CPU work on 1 worker, divided by 2 times the same
+//!   on 2 workers (workers announcing concurrency 1, which the pool respects).
+//!
+//! The batched `map` is not built yet; its figure is not printed.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use workcrew::process::ProcessPool;
+use workcrew::worker::Worker;
+
+/// In a child process: `worker` serves the protocol, `raw` echoes raw 16-byte frames.
+const MODE_ENV: &str = "WORKCREW_BENCH_PROCESS_MODE";
+
+fn spin(ms: u64) -> u64 {
+    let end = Instant::now() + Duration::from_millis(ms);
+    let mut x = 0u64;
+    while Instant::now() < end {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+    }
+    x
+}
+
+fn serve_worker(concurrency: u32) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(
+        Worker::builder()
+            .async_function("echo", |x: u64| async move { Ok::<_, String>(x) })
+            .function("spin", |ms: u64| Ok::<_, String>(spin(ms)))
+            .concurrency(concurrency)
+            .build()
+            .serve(),
+    )
+    .expect("serve");
+}
+
+fn serve_raw() {
+    // fd 0 is a socket: read 16-byte frames and write them back until end of file.
+    let fd = std::io::stdin().lock();
+    let owned = std::os::fd::AsFd::as_fd(&fd).try_clone_to_owned().unwrap();
+    let mut sock = std::os::unix::net::UnixStream::from(owned);
+    let mut buf = [0u8; 16];
+    while sock.read_exact(&mut buf).is_ok() {
+        if sock.write_all(&buf).is_err() {
+            break;
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+fn raw_round_trip_p50(rounds: usize) -> Duration {
+    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(MODE_ENV, "raw")
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .spawn()
+        .unwrap();
+    let mut buf = [7u8; 16];
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        ours.write_all(&buf).unwrap();
+        ours.read_exact(&mut buf).unwrap();
+        samples.push(t.elapsed());
+    }
+    drop(ours);
+    let _ = child.wait();
+    samples.sort();
+    percentile(&samples, 0.5)
+}
+
+async fn pool(workers: usize, mode: &str) -> ProcessPool {
+    ProcessPool::builder(std::env::current_exe().unwrap())
+        .env(MODE_ENV, mode)
+        .workers(workers)
+        .build()
+        .await
+        .expect("bench workers start")
+}
+
+fn main() {
+    match std::env::var(MODE_ENV).as_deref() {
+        Ok("worker") => return serve_worker(64),
+        // One call at a time, for the CPU-bound figure.
+        Ok("worker1") => return serve_worker(1),
+        Ok("raw") => return serve_raw(),
+        _ => {}
+    }
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let (calls, rounds, cpu_tasks) = if benchmarking {
+        (100_000u64, 20_000, 200u64)
+    } else {
+        (1_000, 200, 4)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Start-up: build to first answer.
+        let t = Instant::now();
+        let p = pool(2, "worker").await;
+        let _: u64 = p.call("echo", &1u64).await.unwrap();
+        let startup = t.elapsed();
+
+        // Throughput: all calls issued at once.
+        let t = Instant::now();
+        let results = futures::future::join_all((0..calls).map(|i| {
+            let p = p.clone();
+            async move { p.call::<_, u64>("echo", &i).await }
+        }))
+        .await;
+        let elapsed = t.elapsed();
+        assert!(results
+            .iter()
+            .enumerate()
+            .all(|(i, r)| matches!(r, Ok(v) if *v == i as u64)));
+        let calls_per_s = calls as f64 / elapsed.as_secs_f64();
+
+        // Latency at concurrency 1.
+        let mut samples = Vec::with_capacity(rounds);
+        for i in 0..rounds as u64 {
+            let t = Instant::now();
+            let _: u64 = p.call("echo", &i).await.unwrap();
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+        let raw = raw_round_trip_p50(rounds);
+
+        p.stop().await;
+
+        // CPU-bound parallel efficiency: workers that run one call at a time.
+        let one = pool(1, "worker1").await;
+        let t = Instant::now();
+        futures::future::join_all((0..cpu_tasks).map(|_| one.call::<_, u64>("spin", &10u64))).await;
+        let t1 = t.elapsed();
+        one.stop().await;
+        let two = pool(2, "worker1").await;
+        let t = Instant::now();
+        futures::future::join_all((0..cpu_tasks).map(|_| two.call::<_, u64>("spin", &10u64))).await;
+        let t2 = t.elapsed();
+        two.stop().await;
+
+        if benchmarking {
+            println!("figure echo_calls_per_s {calls_per_s:.0} calls/s");
+            println!("figure call_p50_us {:.1} us", p50.as_secs_f64() * 1e6);
+            println!("figure call_p99_us {:.1} us", p99.as_secs_f64() * 1e6);
+            println!("figure raw_p50_us {:.1} us", raw.as_secs_f64() * 1e6);
+            println!(
+                "ratio call_p50/raw_p50 {:.2}",
+                p50.as_secs_f64() / raw.as_secs_f64()
+            );
+            println!("figure startup_ms {:.1} ms", startup.as_secs_f64() * 1e3);
+            println!(
+                "ratio cpu_efficiency {:.3}",
+                t1.as_secs_f64() / (2.0 * t2.as_secs_f64())
+            );
+        }
+    });
+}
