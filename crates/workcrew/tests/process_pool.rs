@@ -307,3 +307,42 @@ async fn a_worker_never_gets_more_calls_than_its_concurrency() {
     pool.stop().await;
     assert!(all_gone(&pids).await);
 }
+
+/// A worker that stops answering heartbeats (here: frozen with SIGSTOP) while it holds a call is
+/// treated as hung: killed, its call failed as lost, and replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stops_answering_heartbeats_is_killed_and_replaced() {
+    let pool = ProcessPool::builder("python3")
+        .arg(demo_worker())
+        .workers(1)
+        .heartbeat(Some(Duration::from_millis(100)))
+        .build()
+        .await
+        .unwrap();
+    let before = pool.worker_pids();
+    let call = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.call::<_, String>("sleep", &30).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await; // let the call reach the worker
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &before[0].to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let err = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the call ends")
+        .unwrap()
+        .unwrap_err();
+    assert!(err.is_worker_lost(), "got {err:?}");
+    assert!(
+        all_gone(&before).await,
+        "the hung worker is killed and reaped"
+    );
+    let after = replacement(&pool, &before).await;
+    let s: String = pool.call("echo", "back").await.unwrap();
+    assert_eq!(s, "back");
+    pool.stop().await;
+    assert!(all_gone(&after).await);
+}

@@ -24,6 +24,7 @@ pub(crate) struct Config {
     pub(crate) cancel_grace: Duration,
     pub(crate) max_restarts: usize,
     pub(crate) restart_window: Duration,
+    pub(crate) heartbeat: Option<Duration>,
 }
 
 /// Configures a [`ProcessPool`]; made by [`ProcessPool::builder`].
@@ -50,6 +51,7 @@ impl ProcessPoolBuilder {
                 cancel_grace: Duration::from_secs(2),
                 max_restarts: 5,
                 restart_window: Duration::from_secs(60),
+                heartbeat: Some(Duration::from_secs(5)),
             },
         }
     }
@@ -103,6 +105,14 @@ impl ProcessPoolBuilder {
     /// is killed and replaced. Default: none.
     pub fn call_timeout(mut self, d: Duration) -> Self {
         self.config.call_timeout = Some(d);
+        self
+    }
+
+    /// How often workers are pinged; one that leaves three pings in a row
+    /// unanswered is killed as hung (its calls fail as lost) and replaced.
+    /// `None` turns heartbeats off. Default: 5 s.
+    pub fn heartbeat(mut self, every: Option<Duration>) -> Self {
+        self.config.heartbeat = every.filter(|d| !d.is_zero());
         self
     }
 

@@ -11,11 +11,14 @@
 //!   ends with [`CallError::CrashLoop`], not a spin);
 //! - enforces a per-call timeout: `CANCEL` first, then, after a grace
 //!   period, kill and replace; a dropped call future sends `CANCEL` too;
+//! - pings workers and kills, fails as lost and replaces one that leaves
+//!   three heartbeats unanswered;
+//! - never sends a worker more calls than the concurrency it announced;
 //! - forwards workers' stdout and stderr to `tracing`;
 //! - stops gracefully (shutdown, stop timeout, kill, reap).
 //!
-//! Not yet: autoscaling and idle reaping, heartbeats, recycling, other routing
-//! strategies, a bounded pool queue, fd passing, events and stats.
+//! Not yet: autoscaling and idle reaping, recycling, other routing strategies,
+//! a bounded pool queue, fd passing, events and stats.
 //!
 //! ```no_run
 //! use workcrew::process::ProcessPool;

@@ -138,7 +138,7 @@ pub(crate) async fn start(
         &hello,
         &[Encoding::Postcard, Encoding::Json],
         config.max_frame,
-        0,
+        u64::try_from(config.heartbeat.map_or(0, |d| d.as_millis())).unwrap_or(u64::MAX),
     ) else {
         reap(&mut child, true).await;
         return Err(StartError::Handshake {
@@ -157,9 +157,10 @@ pub(crate) async fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let alive = Arc::new(AtomicBool::new(true));
     let stop_timeout = config.stop_timeout;
+    let heartbeat = config.heartbeat;
     let alive_flag = Arc::clone(&alive);
     let task = tokio::spawn(async move {
-        connection(chan, child, rx, alive_flag, stop_timeout).await;
+        connection(chan, child, rx, alive_flag, stop_timeout, heartbeat).await;
         // Tells the pool's supervisor, which may start a replacement.
         let _ = exits.send(pid);
     });
@@ -210,8 +211,17 @@ async fn connection(
     mut rx: mpsc::UnboundedReceiver<Command>,
     alive: Arc<AtomicBool>,
     stop_timeout: Duration,
+    heartbeat: Option<Duration>,
 ) {
     let pid = child.id();
+    // Heartbeats: a PING every interval; no PONG for three intervals means hung.
+    let mut ping_every = heartbeat.map(|d| {
+        let mut t = tokio::time::interval_at(Instant::now() + d, d);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let mut last_pong = Instant::now();
+    let mut nonce = 0u64;
     let mut pending: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
     // Cancelled calls whose worker is killed if they stay unanswered.
     let mut kill_at: Vec<(Instant, u64)> = Vec::new();
@@ -272,7 +282,7 @@ async fn connection(
                         let _ = reply.send(Reply::Error(error));
                     }
                 }
-                Some(Ok(Ok(Message::Pong { .. }))) => {}
+                Some(Ok(Ok(Message::Pong { .. }))) => last_pong = Instant::now(),
                 Some(Ok(Ok(other))) => {
                     tracing::warn!(worker_pid = pid, message = ?other, "unexpected message; dropping the worker");
                     kill = true;
@@ -295,6 +305,18 @@ async fn connection(
                 if kill_at.iter().any(|(at, id)| *at <= now && pending.contains_key(id)) {
                     tracing::warn!(worker_pid = pid, "a cancelled call was not answered in time; killing the worker");
                     kill = true;
+                    break;
+                }
+            }
+            _ = tick(&mut ping_every) => {
+                let interval = heartbeat.unwrap_or_default();
+                if last_pong.elapsed() > interval * 3 {
+                    tracing::warn!(worker_pid = pid, "worker stopped answering heartbeats; killing it as hung");
+                    kill = true;
+                    break;
+                }
+                nonce += 1;
+                if chan.send(Message::Ping { nonce }.to_frame()).await.is_err() {
                     break;
                 }
             }
@@ -326,6 +348,15 @@ async fn connection(
         }
     }
     tracing::debug!(worker_pid = pid, %status, "worker ended");
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
