@@ -143,32 +143,39 @@ def serve(functions, concurrency=1, channel_fd=0):
             body["data"] = data
         chan.send_json(ERROR, call_id, body)
 
+    def answer(call):
+        """Forgets the call, then answers it: once the pool has the answer it may
+        send another call, which must find this one gone."""
+        with calls_lock:
+            calls.pop(call.id, None)
+        return call.id
+
     def run(call, payload):
         try:
-            try:
-                args = json.loads(payload) if payload else None
-            except ValueError as e:
-                error(call.id, "bad_args", "arguments are not JSON: %s" % e)
-                return
-            try:
-                value = functions[call.function](args, call)
-            except Failed as e:
-                error(call.id, "failed", str(e), e.data)
-                return
-            except Cancelled:
-                error(call.id, "cancelled", "call %d cancelled" % call.id)
-                return
-            except Exception as e:  # the function crashed; the worker is fine
-                error(call.id, "panicked", "%s: %s" % (type(e).__name__, e))
-                return
+            args = json.loads(payload) if payload else None
+        except ValueError as e:
+            error(answer(call), "bad_args", "arguments are not JSON: %s" % e)
+            return
+        try:
+            value = functions[call.function](args, call)
+        except Failed as e:
+            error(answer(call), "failed", str(e), e.data)
+            return
+        except Cancelled:
+            error(answer(call), "cancelled", "call %d cancelled" % call.id)
+            return
+        except BaseException as e:  # the function crashed; the worker is fine
+            error(answer(call), "panicked", "%s: %s" % (type(e).__name__, e))
+            return
+        try:
             body = json.dumps(value, separators=(",", ":")).encode("utf-8")
-            if 9 + len(body) > chan.max_frame:
-                error(call.id, "too_large", "result of %d bytes exceeds the maximum frame" % len(body))
-                return
-            chan.send(RESULT, call.id, body)
-        finally:
-            with calls_lock:
-                calls.pop(call.id, None)
+        except (TypeError, ValueError) as e:
+            error(answer(call), "internal", "result is not JSON: %s" % e)
+            return
+        if 9 + len(body) > chan.max_frame:
+            error(answer(call), "too_large", "result of %d bytes exceeds the maximum frame" % len(body))
+            return
+        chan.send(RESULT, answer(call), body)
 
     while True:
         frame = chan.recv()

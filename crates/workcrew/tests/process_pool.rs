@@ -346,3 +346,58 @@ async fn a_worker_that_stops_answering_heartbeats_is_killed_and_replaced() {
     pool.stop().await;
     assert!(all_gone(&after).await);
 }
+
+/// Stats: waiting calls and busy workers while calls queue behind a worker's concurrency, then
+/// outcome counts, timeouts (waiting in the pool counts against the timeout too), lost calls and
+/// restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_follow_queueing_outcomes_and_restarts() {
+    let pool = ProcessPool::builder("python3")
+        .arg(demo_worker())
+        .env("DEMO_CONCURRENCY", "1")
+        .workers(1)
+        .call_timeout(Duration::from_millis(500))
+        .build()
+        .await
+        .unwrap();
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.call::<_, String>("sleep", &30).await })
+        })
+        .collect();
+    let mut seen_queue = false;
+    for _ in 0..200 {
+        let s = pool.stats();
+        if s.queued == 2 && s.busy == 1 {
+            seen_queue = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        seen_queue,
+        "two calls wait while one runs: {:?}",
+        pool.stats()
+    );
+    for call in calls {
+        assert!(call.await.unwrap().unwrap_err().is_timeout());
+    }
+    let _: String = pool.call("echo", "x").await.unwrap();
+    let s = pool.stats();
+    assert_eq!((s.workers, s.busy, s.queued), (1, 0, 0));
+    assert_eq!((s.completed, s.failed, s.timed_out, s.lost), (1, 3, 3, 0));
+    assert_eq!(s.latency.count, 4);
+
+    let before = pool.worker_pids();
+    assert!(pool
+        .call::<_, ()>("crash", &1)
+        .await
+        .unwrap_err()
+        .is_worker_lost());
+    let after = replacement(&pool, &before).await;
+    let s = pool.stats();
+    assert_eq!((s.failed, s.lost, s.restarts), (4, 1, 1));
+    pool.stop().await;
+    assert!(all_gone(&before).await && all_gone(&after).await);
+}

@@ -17,8 +17,11 @@
 //! - forwards workers' stdout and stderr to `tracing`;
 //! - stops gracefully (shutdown, stop timeout, kill, reap).
 //!
+//! - reports [`ProcessPoolStats`] (workers, busy, waiting calls, outcomes,
+//!   restarts, call latency percentiles).
+//!
 //! Not yet: autoscaling and idle reaping, recycling, other routing strategies,
-//! a bounded pool queue, fd passing, events and stats.
+//! a bounded pool queue, fd passing, events.
 //!
 //! ```no_run
 //! use workcrew::process::ProcessPool;
@@ -35,8 +38,10 @@
 mod builder;
 mod error;
 mod pool;
+mod stats;
 mod worker;
 
 pub use builder::ProcessPoolBuilder;
 pub use error::{CallError, StartError};
 pub use pool::ProcessPool;
+pub use stats::ProcessPoolStats;

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::builder::{Config, ProcessPoolBuilder};
 use super::error::{CallError, StartError};
+use super::stats::{Counters, ProcessPoolStats};
 use super::worker::{self, Command, Reply, WorkerHandle};
 use crate::protocol::ErrorKind;
 
@@ -45,6 +46,7 @@ struct Inner {
     exits: mpsc::UnboundedSender<u32>,
     /// Calls waiting for a worker below its concurrency wait here.
     slot_freed: Notify,
+    counters: Counters,
 }
 
 impl ProcessPool {
@@ -78,6 +80,7 @@ impl ProcessPool {
                 crash_loop: Mutex::new(None),
                 exits,
                 slot_freed: Notify::new(),
+                counters: Counters::new(),
             }),
         };
         if let Some(e) = first_error {
@@ -105,7 +108,34 @@ impl ProcessPool {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let worker = self.route_wait(function).await?;
+        let started = Instant::now();
+        let result = self.call_inner(function, args).await;
+        self.inner.counters.record(&result, started.elapsed());
+        result
+    }
+
+    async fn call_inner<A, R>(&self, function: &str, args: &A) -> Result<R, CallError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        // The timeout covers the whole call, waiting for a free worker included.
+        let limit = self.inner.config.call_timeout;
+        let deadline = limit.map(|d| Instant::now() + d);
+        let worker = match deadline {
+            None => self.route_wait(function).await?,
+            Some(at) => match tokio::time::timeout_at(at, self.route_wait(function)).await {
+                Ok(routed) => routed?,
+                Err(_) => {
+                    // Never sent: no call id was assigned yet.
+                    return Err(CallError::TimedOut {
+                        function: function.to_owned(),
+                        call_id: 0,
+                        timeout: limit.unwrap_or_default(),
+                    });
+                }
+            },
+        };
         let payload_err = |source| CallError::Payload {
             function: function.to_owned(),
             source,
@@ -132,9 +162,8 @@ impl ProcessPool {
             id,
             answered: false,
         };
-        let answer = match self.inner.config.call_timeout {
-            None => answer.await,
-            Some(limit) => match tokio::time::timeout(limit, answer).await {
+        let answer = match (deadline, limit) {
+            (Some(at), Some(limit)) => match tokio::time::timeout_at(at, answer).await {
                 Ok(answer) => answer,
                 Err(_) => {
                     pending.answered = true;
@@ -149,6 +178,7 @@ impl ProcessPool {
                     });
                 }
             },
+            _ => answer.await,
         };
         pending.answered = true;
         match answer {
@@ -228,6 +258,7 @@ impl ProcessPool {
     /// Like `route`, waiting while every worker serving `function` is at its
     /// concurrency (a slot frees when a call ends, a worker is replaced or dies).
     async fn route_wait(&self, function: &str) -> Result<InFlight, CallError> {
+        let mut waiting: Option<WaitingGuard<'_>> = None;
         loop {
             let freed = self.inner.slot_freed.notified();
             tokio::pin!(freed);
@@ -235,8 +266,30 @@ impl ProcessPool {
             if let Some(slot) = self.route(function)? {
                 return Ok(slot);
             }
+            if waiting.is_none() {
+                self.inner.counters.queued.fetch_add(1, Ordering::Relaxed);
+                waiting = Some(WaitingGuard(&self.inner.counters));
+            }
             freed.await;
         }
+    }
+
+    /// A snapshot of the pool's workers, waiting calls, outcomes and latency.
+    pub fn stats(&self) -> ProcessPoolStats {
+        let workers = self
+            .inner
+            .workers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let live: Vec<_> = workers
+            .iter()
+            .filter(|w| w.alive.load(Ordering::Acquire))
+            .collect();
+        let busy = live
+            .iter()
+            .filter(|w| w.in_flight.load(Ordering::Relaxed) > 0)
+            .count();
+        self.inner.counters.snapshot(live.len(), busy)
     }
 
     /// Process ids of the live workers.
@@ -329,6 +382,7 @@ async fn supervise(pool: Weak<Inner>, mut exits: mpsc::UnboundedReceiver<u32>) {
             match worker::start(&inner.config, inner.exits.clone()).await {
                 Ok(w) => {
                     failures = 0;
+                    inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(worker_pid = w.pid, replaced = pid, "worker replaced");
                     inner
                         .workers
@@ -347,6 +401,15 @@ async fn supervise(pool: Weak<Inner>, mut exits: mpsc::UnboundedReceiver<u32>) {
                 }
             }
         }
+    }
+}
+
+/// Counts a call as waiting for a slot until it has one (or gives up).
+struct WaitingGuard<'a>(&'a Counters);
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

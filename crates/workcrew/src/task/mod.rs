@@ -113,4 +113,5 @@ pub use rate::RateLimit;
 pub use report::{DrainReport, FailureKind, RunningTask, TaskFailure};
 pub use retry::RetryPolicy;
 pub use spawn::{TaskBuilder, TaskFnBuilder};
+pub(crate) use stats::Latency;
 pub use stats::{Percentiles, PoolStats};
