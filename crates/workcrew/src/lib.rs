@@ -24,6 +24,7 @@
 //!
 //! See [`task`] for the guide.
 
+mod events;
 pub mod pipeline;
 pub mod process;
 pub mod protocol;

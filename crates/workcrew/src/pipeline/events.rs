@@ -2,12 +2,9 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::stream::{BoxStream, Stream, StreamExt};
-use tokio::sync::broadcast;
+use futures::stream::Stream;
 
 use super::stats::StageStats;
 
@@ -46,61 +43,20 @@ pub enum PipelineEvent {
     },
 }
 
-/// Sends events to subscribers; costs one relaxed load when there are none.
-pub(crate) struct EventHub {
-    tx: broadcast::Sender<Option<PipelineEvent>>,
-    subscribers: Arc<AtomicUsize>,
+/// A run's event hub.
+pub(crate) type EventHub = crate::events::Hub<PipelineEvent>;
+
+/// Events kept for a slow subscriber before it sees [`PipelineEvent::Lagged`].
+const CAPACITY: usize = 1024;
+
+pub(crate) fn hub() -> EventHub {
+    EventHub::new(CAPACITY, |missed| PipelineEvent::Lagged { missed })
 }
 
-impl EventHub {
-    /// Events kept for a slow subscriber before it sees [`PipelineEvent::Lagged`].
-    const CAPACITY: usize = 1024;
-
-    pub(crate) fn new() -> Self {
-        EventHub {
-            tx: broadcast::channel(Self::CAPACITY).0,
-            subscribers: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-
-    pub(crate) fn active(&self) -> bool {
-        self.subscribers.load(Ordering::Relaxed) > 0
-    }
-
-    pub(crate) fn send(&self, event: PipelineEvent) {
-        if self.active() {
-            // An error only means every receiver went away meanwhile.
-            let _ = self.tx.send(Some(event));
-        }
-    }
-
-    /// Sends [`PipelineEvent::Finished`] and ends every stream.
-    pub(crate) fn finish(&self) {
-        self.send(PipelineEvent::Finished);
-        let _ = self.tx.send(None);
-    }
-
-    pub(crate) fn subscribe(&self, finished: bool) -> EventStream {
-        self.subscribers.fetch_add(1, Ordering::Relaxed);
-        let rx = self.tx.subscribe();
-        let inner = futures::stream::unfold((rx, finished), |(mut rx, ended)| async move {
-            if ended {
-                return None;
-            }
-            match rx.recv().await {
-                Ok(Some(event)) => Some((event, (rx, false))),
-                Ok(None) | Err(broadcast::error::RecvError::Closed) => None,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    Some((PipelineEvent::Lagged { missed }, (rx, false)))
-                }
-            }
-        })
-        .boxed();
-        EventStream {
-            inner,
-            subscribers: Arc::clone(&self.subscribers),
-        }
-    }
+/// Sends [`PipelineEvent::Finished`] and ends every stream.
+pub(crate) fn finish(hub: &EventHub) {
+    hub.send(PipelineEvent::Finished);
+    hub.end();
 }
 
 /// A stream of [`PipelineEvent`]s; ends after [`PipelineEvent::Finished`].
@@ -108,22 +64,13 @@ impl EventHub {
 /// Events sent before the stream was made are not seen. A subscriber that
 /// falls more than 1024 events behind gets [`PipelineEvent::Lagged`] and
 /// continues.
-pub struct EventStream {
-    inner: BoxStream<'static, PipelineEvent>,
-    subscribers: Arc<AtomicUsize>,
-}
+pub struct EventStream(pub(crate) crate::events::Subscription<PipelineEvent>);
 
 impl Stream for EventStream {
     type Item = PipelineEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PipelineEvent>> {
-        self.inner.poll_next_unpin(cx)
-    }
-}
-
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        self.subscribers.fetch_sub(1, Ordering::Relaxed);
+        Pin::new(&mut self.0).poll_next(cx)
     }
 }
 

@@ -59,7 +59,6 @@ pub(crate) struct RunShared<E> {
     pub(crate) continue_on_error: bool,
     pub(crate) produced: AtomicU64,
     live_stages: AtomicUsize,
-    finished: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,6 +68,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl<E> RunShared<E> {
     pub(crate) fn new(continue_on_error: bool, stages: usize) -> Self {
+        let events = super::events::hub();
+        if stages == 0 {
+            // Nothing will run: the event streams are over before they start.
+            super::events::finish(&events);
+        }
         RunShared {
             stop: CancellationToken::new(),
             halted: AtomicBool::new(false),
@@ -79,11 +83,10 @@ impl<E> RunShared<E> {
             }),
             closers: Mutex::new(Vec::new()),
             aborts: Mutex::new(Vec::new()),
-            events: EventHub::new(),
+            events,
             continue_on_error,
             produced: AtomicU64::new(0),
             live_stages: AtomicUsize::new(stages),
-            finished: AtomicBool::new(stages == 0),
         }
     }
 
@@ -165,13 +168,8 @@ impl<E> RunShared<E> {
             });
         }
         if self.live_stages.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.finished.store(true, Ordering::Release);
-            self.events.finish();
+            super::events::finish(&self.events);
         }
-    }
-
-    pub(crate) fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
     }
 }
 

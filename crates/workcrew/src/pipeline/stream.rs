@@ -118,7 +118,7 @@ impl<T, E> PipelineStream<T, E> {
     /// [`PipelineEvent::Finished`](super::PipelineEvent::Finished) (at once
     /// if every stage has already finished).
     pub fn events(&self) -> EventStream {
-        self.run.events.subscribe(self.run.is_finished())
+        EventStream(self.run.events.subscribe())
     }
 
     /// Errors recorded after the first one so far (see [`RunReport::later_errors`]);

@@ -2,13 +2,10 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::stream::{BoxStream, Stream, StreamExt};
-use tokio::sync::broadcast;
+use futures::stream::Stream;
 
 use super::id::TaskId;
 use super::output::OutcomeKind;
@@ -77,70 +74,14 @@ pub enum PoolEvent {
     },
 }
 
-/// Sends events to whoever subscribed; costs one relaxed load when nobody did.
-///
-/// `None` on the channel ends every stream: sent once the pool is closed and
-/// idle, after which no task event can follow.
-pub(crate) struct EventHub {
-    tx: broadcast::Sender<Option<PoolEvent>>,
-    subscribers: Arc<AtomicUsize>,
-    ended: AtomicBool,
-}
+/// The pool's event hub.
+pub(crate) type EventHub = crate::events::Hub<PoolEvent>;
 
-impl EventHub {
-    /// Events kept for a slow subscriber before it sees [`PoolEvent::Lagged`].
-    const CAPACITY: usize = 4096;
+/// Events kept for a slow subscriber before it sees [`PoolEvent::Lagged`].
+pub(crate) const CAPACITY: usize = 4096;
 
-    pub(crate) fn new() -> Self {
-        EventHub {
-            tx: broadcast::channel(Self::CAPACITY).0,
-            subscribers: Arc::new(AtomicUsize::new(0)),
-            ended: AtomicBool::new(false),
-        }
-    }
-
-    /// Whether anyone listens; callers skip building per-task events when not.
-    pub(crate) fn active(&self) -> bool {
-        self.subscribers.load(Ordering::Relaxed) > 0
-    }
-
-    pub(crate) fn send(&self, event: PoolEvent) {
-        if self.active() {
-            // An error only means every receiver went away meanwhile.
-            let _ = self.tx.send(Some(event));
-        }
-    }
-
-    /// Ends every stream (the pool is closed and idle).
-    pub(crate) fn end(&self) {
-        if !self.ended.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(None);
-        }
-    }
-
-    pub(crate) fn subscribe(&self) -> EventStream {
-        self.subscribers.fetch_add(1, Ordering::Relaxed);
-        let rx = self.tx.subscribe();
-        let ended = self.ended.load(Ordering::Acquire);
-        let inner = futures::stream::unfold((rx, ended), |(mut rx, ended)| async move {
-            if ended {
-                return None;
-            }
-            match rx.recv().await {
-                Ok(Some(event)) => Some((event, (rx, false))),
-                Ok(None) => None,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    Some((PoolEvent::Lagged { missed }, (rx, false)))
-                }
-                Err(broadcast::error::RecvError::Closed) => None,
-            }
-        })
-        .boxed();
-        EventStream {
-            inner,
-            subscribers: Arc::clone(&self.subscribers),
-        }
-    }
+pub(crate) fn hub() -> EventHub {
+    EventHub::new(CAPACITY, |missed| PoolEvent::Lagged { missed })
 }
 
 /// A stream of [`PoolEvent`]s; ends once the pool is closed and idle (after
@@ -148,22 +89,13 @@ impl EventHub {
 ///
 /// Events sent before the stream was made are not seen. A subscriber that falls
 /// more than 4096 events behind gets [`PoolEvent::Lagged`] and continues.
-pub struct EventStream {
-    inner: BoxStream<'static, PoolEvent>,
-    subscribers: Arc<AtomicUsize>,
-}
+pub struct EventStream(pub(crate) crate::events::Subscription<PoolEvent>);
 
 impl Stream for EventStream {
     type Item = PoolEvent;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PoolEvent>> {
-        self.inner.poll_next_unpin(cx)
-    }
-}
-
-impl Drop for EventStream {
-    fn drop(&mut self) {
-        self.subscribers.fetch_sub(1, Ordering::Relaxed);
+        Pin::new(&mut self.0).poll_next(cx)
     }
 }
 

@@ -270,7 +270,7 @@ impl TaskPool {
     ///
     /// Per-task events cost nothing while nobody subscribes.
     pub fn events(&self) -> EventStream {
-        self.shared().events.subscribe()
+        EventStream(self.shared().events.subscribe())
     }
 }
 

@@ -68,7 +68,7 @@ impl Shared {
             drained: Notify::new(),
             supervisor_wake: Arc::new(Notify::new()),
             supervisor_started: AtomicBool::new(false),
-            events: EventHub::new(),
+            events: super::events::hub(),
             next_id: AtomicU64::new(1),
             epoch: Instant::now(),
             retried: AtomicU64::new(0),
