@@ -119,14 +119,9 @@ where
         I: IntoIterator<Item = T>,
         I::IntoIter: Send + 'static,
     {
-        let iter = iter.into_iter();
-        Self::with_plan(Box::new(move |launch: &mut Launch<E>| {
-            let (tx, rx) = launch.channel(launch.capacities[0]);
-            let window = launch.window.clone();
-            let run = Arc::clone(&launch.run);
-            launch.spawn(source::from_iter(iter, tx, window, run));
-            rx
-        }))
+        // An iterator is a stream whose items are always ready; the source
+        // yields its thread between items either way.
+        Self::from_stream(futures::stream::iter(iter))
     }
 
     /// A pipeline fed by a stream; the `i`-th item (0-based) has index `i`.

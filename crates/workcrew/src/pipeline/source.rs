@@ -36,28 +36,9 @@ async fn feed<T, E>(tx: &Sender<Env<T, E>>, index: u64, item: T) -> bool {
     }
 }
 
-/// Feeds `iter` into the pipeline. Runs as a task on the runtime: the
-/// iterator's `next` should be cheap (use a blocking stage for heavy work).
-pub(crate) async fn from_iter<I, T, E>(
-    iter: I,
-    tx: Sender<Env<T, E>>,
-    window: Option<Arc<Semaphore>>,
-    run: Arc<RunShared<E>>,
-) where
-    I: Iterator<Item = T>,
-{
-    let mut index = 0u64;
-    for item in iter {
-        if !admit(window.as_deref()).await || !feed(&tx, index, item).await {
-            return;
-        }
-        index += 1;
-        run.produced.store(index, Ordering::Relaxed);
-        tokio::task::consume_budget().await;
-    }
-}
-
-/// Feeds `stream` into the pipeline.
+/// Feeds `stream` into the pipeline (also for `from_iter`, via
+/// `futures::stream::iter`). Runs as a task on the runtime; producing an item
+/// should be cheap (use a blocking stage for heavy work).
 pub(crate) async fn from_stream<S, T, E>(
     stream: S,
     tx: Sender<Env<T, E>>,
