@@ -41,6 +41,14 @@ fn encode<R: Serialize>(encoding: Encoding, value: &R) -> CallResult {
         .map_err(|e| error(ErrorKind::Internal, format!("result not encodable: {e}")))
 }
 
+/// What a function returned, as the call's answer: its value, or its own error.
+fn answer<R: Serialize, E: Display>(encoding: Encoding, returned: Result<R, E>) -> CallResult {
+    match returned {
+        Ok(value) => encode(encoding, &value),
+        Err(e) => Err(error(ErrorKind::Failed, e.to_string())),
+    }
+}
+
 fn panicked(payload: Box<dyn std::any::Any + Send>) -> ErrorBody {
     let msg = crate::task::panic_message(&*payload).unwrap_or("<non-string panic payload>");
     error(ErrorKind::Panicked, format!("function panicked: {msg}"))
@@ -62,8 +70,7 @@ where
         async move {
             let args: A = decode(encoding, &payload)?;
             match tokio::task::spawn_blocking(move || f(args)).await {
-                Ok(Ok(value)) => encode(encoding, &value),
-                Ok(Err(e)) => Err(error(ErrorKind::Failed, e.to_string())),
+                Ok(returned) => answer(encoding, returned),
                 Err(join) => match join.try_into_panic() {
                     Ok(payload) => Err(panicked(payload)),
                     Err(_) => Err(error(ErrorKind::Cancelled, "call cancelled")),
@@ -93,8 +100,7 @@ where
         async move {
             let args: A = decode(encoding, &payload)?;
             match AssertUnwindSafe(f(args)).catch_unwind().await {
-                Ok(Ok(value)) => encode(encoding, &value),
-                Ok(Err(e)) => Err(error(ErrorKind::Failed, e.to_string())),
+                Ok(returned) => answer(encoding, returned),
                 Err(payload) => Err(panicked(payload)),
             }
         }
