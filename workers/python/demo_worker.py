@@ -1,10 +1,13 @@
 """The worker the Rust test suite drives (`crates/workcrew/tests/python_worker.rs`).
 
-Functions: echo, fail, panic, crash (exits the process), sleep (cancellable), spam (prints to
-stdout and stderr, which must not disturb the channel), pid (the worker's process id), hang (ignores cancel).
+Functions: echo, fail, check (fails on a negative number), panic, crash (exits the process), sleep
+(cancellable), spam (prints to stdout and stderr, which must not disturb the channel), pid (the
+worker's process id), hang (ignores cancel), greet_fd (takes descriptors: writes a greeting to each
+passed socket and closes it).
 """
 
 import os
+import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -17,6 +20,20 @@ def echo(args, call):
 
 def fail(args, call):
     raise workcrew_worker.Failed("asked to fail", {"args": args})
+
+
+def check(args, call):
+    if args < 0:
+        raise workcrew_worker.Failed("negative: %d" % args, {"value": args})
+    return args
+
+
+@workcrew_worker.takes_fds
+def greet_fd(args, call):
+    for fd in call.fds:
+        with socket.socket(fileno=fd) as conn:
+            conn.sendall(("hello " + args).encode("utf-8"))
+    return len(call.fds)
 
 
 def panic(args, call):
@@ -62,6 +79,6 @@ def spam(args, call):
 
 if __name__ == "__main__":
     sys.exit(workcrew_worker.serve(
-        {"echo": echo, "fail": fail, "panic": panic, "crash": crash, "sleep": sleep, "spam": spam, "pid": pid, "hang": hang, "inflight": inflight},
+        {"echo": echo, "fail": fail, "check": check, "greet_fd": greet_fd, "panic": panic, "crash": crash, "sleep": sleep, "spam": spam, "pid": pid, "hang": hang, "inflight": inflight},
         concurrency=int(os.environ.get("DEMO_CONCURRENCY", "4")),
     ))

@@ -1,10 +1,11 @@
 //! The reference Python worker (`workers/python/`), written from `docs/protocol.md` alone, driven
 //! over a real socket pair by the protocol types of this crate: handshake, echo, every error
 //! kind, cancel, heartbeats, output on stdout/stderr that must not disturb the channel, a crash,
-//! and a clean shutdown. Every child is killed and reaped by its guard, also on failure.
+//! a clean shutdown, `CALL_MANY` chunks, and `CALL_FDS` (a TCP connection accepted by the test,
+//! served by the worker). Every child is killed and reaped by its guard, also on failure.
 
 use std::io::Read;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -14,7 +15,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;
-use workcrew::protocol::{Encoding, ErrorKind, FrameCodec, Message, Welcome};
+use workcrew::protocol::{send_with_fds, Encoding, ErrorKind, FrameCodec, Message, Welcome};
 
 /// How long any single exchange may take before the test fails instead of hanging.
 const GUARD: Duration = Duration::from_secs(20);
@@ -64,7 +65,11 @@ async fn start() -> Worker {
     assert_eq!(hello.protocol, 1);
     assert_eq!(hello.concurrency, 4);
     assert_eq!(hello.encodings, [Encoding::Json]);
-    for f in ["echo", "fail", "panic", "crash", "sleep", "spam", "pid"] {
+    assert!(hello.batch, "the reference worker serves CALL_MANY");
+    assert!(hello.fds, "the reference worker accepts CALL_FDS");
+    for f in [
+        "echo", "fail", "check", "panic", "crash", "sleep", "spam", "pid",
+    ] {
         assert!(hello.functions.iter().any(|g| g == f), "{f} announced");
     }
     let welcome = Welcome::negotiate(&hello, &[Encoding::Json, Encoding::Postcard], 1 << 20, 0)
@@ -238,4 +243,139 @@ async fn a_crash_closes_the_channel_and_reports_its_exit_code() {
     w.call(1, "crash", serde_json::json!(3)).await;
     assert!(w.recv().await.is_none(), "end of file, no answer");
     assert_eq!(w.wait_exit().code(), Some(3));
+}
+
+#[tokio::test]
+async fn call_many_answers_a_chunk_or_names_the_failing_item() {
+    let mut w = start().await;
+    let many = |id, function: &str, items: serde_json::Value| Message::CallMany {
+        id,
+        function: function.into(),
+        payload: Encoding::Json.encode(&items).unwrap(),
+    };
+    w.send(many(
+        1,
+        "echo",
+        serde_json::json!([1, "two", {"three": 3}, null]),
+    ))
+    .await;
+    match w.recv().await {
+        Some(Message::Result { id: 1, payload }) => {
+            assert_eq!(
+                json(&payload),
+                serde_json::json!([1, "two", {"three": 3}, null])
+            )
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    w.send(many(2, "check", serde_json::json!([0, 1, -2, -3])))
+        .await;
+    match w.recv().await {
+        Some(Message::Error { id: 2, error }) => {
+            assert_eq!(
+                (error.kind, error.message.as_str()),
+                (ErrorKind::Failed, "negative: -2")
+            );
+            assert_eq!(
+                error.data,
+                Some(serde_json::json!({"index": 2, "data": {"value": -2}}))
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    w.send(many(3, "panic", serde_json::json!([0]))).await;
+    w.send(many(4, "echo", serde_json::json!({"not": "a list"})))
+        .await;
+    w.send(many(5, "echo", serde_json::json!([]))).await;
+    let mut answers = std::collections::BTreeMap::new();
+    while answers.len() < 3 {
+        match w.recv().await {
+            Some(Message::Error { id, error }) => {
+                answers.insert(id, Err((error.kind, error.data)));
+            }
+            Some(Message::Result { id, payload }) => {
+                answers.insert(id, Ok(json(&payload)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let Err((kind, Some(data))) = &answers[&3] else {
+        panic!("chunk 3: {:?}", answers[&3])
+    };
+    assert_eq!(
+        (*kind, &data["index"]),
+        (ErrorKind::Panicked, &serde_json::json!(0))
+    );
+    // Not a list: an error for the whole chunk, without an index.
+    assert_eq!(answers[&4], Err((ErrorKind::BadArgs, None)));
+    assert_eq!(answers[&5], Ok(serde_json::json!([])));
+}
+
+#[tokio::test]
+async fn call_fds_hands_an_accepted_connection_to_the_worker() {
+    use tokio::io::AsyncWriteExt;
+    let mut w = start().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut clients = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(GUARD)).unwrap();
+        clients.push(client);
+        servers.push(listener.accept().unwrap().0);
+    }
+    // An ordinary call first, so the descriptors ride on a frame in the middle of the stream.
+    w.call(1, "echo", serde_json::json!("before")).await;
+    let call = Message::CallFds {
+        id: 2,
+        descriptors: 2,
+        function: "greet_fd".into(),
+        payload: Encoding::Json.encode("python").unwrap(),
+    };
+    let mut wire = bytes::BytesMut::new();
+    tokio_util::codec::Encoder::encode(&mut FrameCodec::default(), call.to_frame(), &mut wire)
+        .unwrap();
+    let fds: Vec<_> = servers.iter().map(|s| s.as_fd()).collect();
+    let sent = send_with_fds(w.chan.get_ref(), &wire, &fds).await.unwrap();
+    w.chan.get_mut().write_all(&wire[sent..]).await.unwrap();
+    drop(servers); // the worker has its own copies
+    let mut results = std::collections::BTreeMap::new();
+    while results.len() < 2 {
+        match w.recv().await {
+            Some(Message::Result { id, payload }) => {
+                results.insert(id, json(&payload));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(results[&2], serde_json::json!(2));
+    for mut client in clients {
+        let mut text = String::new();
+        client.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "hello python");
+    }
+    // Still serving, and a CALL_FDS to a function that takes no descriptors is bad_args.
+    let (_client, server) = {
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (client, listener.accept().unwrap().0)
+    };
+    let call = Message::CallFds {
+        id: 3,
+        descriptors: 1,
+        function: "echo".into(),
+        payload: Encoding::Json.encode("x").unwrap(),
+    };
+    let mut wire = bytes::BytesMut::new();
+    tokio_util::codec::Encoder::encode(&mut FrameCodec::default(), call.to_frame(), &mut wire)
+        .unwrap();
+    let sent = send_with_fds(w.chan.get_ref(), &wire, &[server.as_fd()])
+        .await
+        .unwrap();
+    w.chan.get_mut().write_all(&wire[sent..]).await.unwrap();
+    match w.recv().await {
+        Some(Message::Error { id: 3, error }) => assert_eq!(error.kind, ErrorKind::BadArgs),
+        other => panic!("unexpected {other:?}"),
+    }
+    w.send(Message::Shutdown).await;
+    assert!(w.wait_exit().success());
 }

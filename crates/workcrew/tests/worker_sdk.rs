@@ -1,8 +1,13 @@
 //! The Rust worker SDK (`workcrew::worker`) served over a socket pair, with the test acting as
 //! the pool through the protocol types: handshake and encoding negotiation, sync and async
 //! functions, every error kind, panics that leave the worker serving, cancellation, heartbeats
-//! answered while calls run, and shutdown after in-flight calls are answered.
+//! answered while calls run, shutdown after in-flight calls are answered, many pipelined calls,
+//! frames larger than the read buffer or split across writes, results over the frame limit,
+//! `CALL_MANY` chunks, and `CALL_FDS` (a TCP connection accepted by the test, served by the
+//! worker), with descriptors out of step with the frames ending serving with an error.
 
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +15,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
-use workcrew::protocol::{Encoding, ErrorKind, FrameCodec, Message, Welcome};
+use workcrew::protocol::{send_with_fds, Encoding, ErrorKind, FrameCodec, Message, Welcome};
 use workcrew::worker::{ServeError, Worker};
 
 const GUARD: Duration = Duration::from_secs(20);
@@ -51,6 +56,15 @@ impl Pool {
     }
 }
 
+/// Fails on negative numbers, panics on `i64::MIN`.
+fn check(n: i64) -> Result<i64, String> {
+    match n {
+        i64::MIN => panic!("check boom"),
+        n if n < 0 => Err(format!("negative: {n}")),
+        n => Ok(n),
+    }
+}
+
 fn demo() -> Worker {
     Worker::builder()
         .function("add", |(a, b): (i64, i64)| Ok::<_, String>(a + b))
@@ -75,6 +89,29 @@ fn demo() -> Worker {
             tokio::time::sleep(Duration::from_secs(secs)).await;
             Ok::<_, String>(secs)
         })
+        .async_function("echo", |s: String| async move { Ok::<_, String>(s) })
+        .async_function(
+            "big",
+            |n: usize| async move { Ok::<_, String>("x".repeat(n)) },
+        )
+        .function("check", check)
+        .function_with_fds("greet_fd", |name: String, fds: Vec<OwnedFd>| {
+            let n = fds.len();
+            for fd in fds {
+                let mut socket = std::net::TcpStream::from(fd);
+                write!(socket, "hello {name}").map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(n)
+        })
+        .async_function_with_fds("agreet_fd", |name: String, fds: Vec<OwnedFd>| async move {
+            let n = fds.len();
+            for fd in fds {
+                let mut socket = std::net::TcpStream::from(fd);
+                write!(socket, "hi {name}").map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(n)
+        })
+        .async_function("acheck", |n: i64| async move { check(n) })
         .concurrency(4)
         .build()
 }
@@ -95,8 +132,24 @@ async fn start(offered: &[Encoding]) -> Pool {
     assert_eq!(hello.encodings, [Encoding::Postcard, Encoding::Json]);
     assert_eq!(
         hello.functions,
-        ["add", "apanic", "block", "fail", "greet", "panic", "sleep"]
+        [
+            "acheck",
+            "add",
+            "agreet_fd",
+            "apanic",
+            "big",
+            "block",
+            "check",
+            "echo",
+            "fail",
+            "greet",
+            "greet_fd",
+            "panic",
+            "sleep"
+        ]
     );
+    assert!(hello.batch, "the SDK serves CALL_MANY");
+    assert!(hello.fds, "the SDK accepts CALL_FDS");
     let welcome = Welcome::negotiate(&hello, offered, 1 << 20, 0).unwrap();
     let mut pool = Pool {
         chan,
@@ -202,4 +255,326 @@ async fn a_pool_that_sends_garbage_ends_serving_with_an_error() {
         .expect("serve ended")
         .unwrap();
     assert!(matches!(res, Err(ServeError::Frame(_))), "got {res:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_pipelined_calls_are_all_answered() {
+    let mut p = start(&[Encoding::Postcard]).await;
+    const N: u64 = 20_000;
+    for id in 0..N {
+        let payload = p.encoding.encode(&(id as i64, 1i64)).unwrap();
+        let function = if id % 2 == 0 { "add" } else { "acheck" };
+        let payload = if id % 2 == 0 {
+            payload
+        } else {
+            p.encoding.encode(&(id as i64)).unwrap()
+        };
+        let call = Message::Call {
+            id,
+            function: function.into(),
+            payload,
+        };
+        // Queued without flushing: the worker sees them in large reads.
+        p.chan.feed(call.to_frame()).await.unwrap();
+    }
+    p.chan.flush().await.unwrap();
+    let mut seen = vec![false; N as usize];
+    for _ in 0..N {
+        match p.recv().await {
+            Some(Message::Result { id, payload }) => {
+                let want = if id % 2 == 0 {
+                    id as i64 + 1
+                } else {
+                    id as i64
+                };
+                assert_eq!(p.decode::<i64>(&payload), want);
+                assert!(
+                    !std::mem::replace(&mut seen[id as usize], true),
+                    "{id} twice"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    p.send(Message::Shutdown).await;
+    assert!(p.recv().await.is_none());
+    p.worker.await.unwrap().expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_and_split_frames_and_results_over_the_limit() {
+    use tokio::io::AsyncWriteExt;
+    let mut p = start(&[Encoding::Json]).await;
+    // Larger than the worker's 256 KiB read buffer, under the 1 MiB limit of this session.
+    let long = "y".repeat(900 * 1024);
+    p.call(1, "echo", &long).await;
+    match p.recv().await {
+        Some(Message::Result { id: 1, payload }) => assert_eq!(p.decode::<String>(&payload), long),
+        other => panic!("unexpected {other:?}"),
+    }
+    // One frame written in three pieces, with pauses: the worker waits for the rest.
+    let call = Message::Call {
+        id: 2,
+        function: "echo".into(),
+        payload: Encoding::Json.encode("split").unwrap(),
+    };
+    let mut wire = bytes::BytesMut::new();
+    tokio_util::codec::Encoder::encode(&mut FrameCodec::default(), call.to_frame(), &mut wire)
+        .unwrap();
+    for piece in [&wire[..2], &wire[2..15], &wire[15..]] {
+        p.chan.get_mut().write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match p.recv().await {
+        Some(Message::Result { id: 2, payload }) => {
+            assert_eq!(p.decode::<String>(&payload), "split")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // A result over the frame limit is refused by the worker, which keeps serving.
+    p.call(3, "big", 2usize << 20).await;
+    match p.recv().await {
+        Some(Message::Error { id: 3, error }) => assert_eq!(error.kind, ErrorKind::TooLarge),
+        other => panic!("unexpected {other:?}"),
+    }
+    p.call(4, "add", (2i64, 2i64)).await;
+    assert!(matches!(
+        p.recv().await,
+        Some(Message::Result { id: 4, .. })
+    ));
+}
+
+impl Pool {
+    async fn call_many<T: serde::Serialize>(&mut self, id: u64, function: &str, items: &[T]) {
+        let payload = self.encoding.encode(items).unwrap();
+        self.send(Message::CallMany {
+            id,
+            function: function.into(),
+            payload,
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_many_answers_a_chunk_with_one_frame() {
+    for offered in [&[Encoding::Json][..], &[Encoding::Postcard][..]] {
+        let mut p = start(offered).await;
+        let items: Vec<i64> = (0..1000).collect();
+        p.call_many(1, "check", &items).await;
+        p.call_many(2, "acheck", &items).await;
+        p.call_many(3, "acheck", &[] as &[i64]).await;
+        let mut got = std::collections::BTreeMap::new();
+        while got.len() < 3 {
+            match p.recv().await {
+                Some(Message::Result { id, payload }) => {
+                    got.insert(id, p.decode::<Vec<i64>>(&payload));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got[&1], items);
+        assert_eq!(got[&2], items);
+        assert!(got[&3].is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_item_fails_its_chunk_and_names_its_index() {
+    let mut p = start(&[Encoding::Json]).await;
+    p.call_many(1, "check", &[0i64, 1, -2, -3]).await;
+    p.call_many(2, "acheck", &[0i64, 1, -2, -3]).await;
+    p.call_many(3, "check", &[0i64, 1, i64::MIN]).await;
+    p.call_many(4, "acheck", &[0i64, 1, i64::MIN]).await;
+    p.send(Message::CallMany {
+        id: 5,
+        function: "check".into(),
+        payload: Bytes::from_static(b"[0, 1, \"two\"]"),
+    })
+    .await;
+    p.send(Message::CallMany {
+        id: 6,
+        function: "check".into(),
+        payload: Bytes::from_static(b"7"),
+    })
+    .await;
+    p.call_many(7, "nope", &[1i64]).await;
+    let mut errors = std::collections::BTreeMap::new();
+    while errors.len() < 7 {
+        match p.recv().await {
+            Some(Message::Error { id, error }) => {
+                errors.insert(id, error);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for id in [1, 2] {
+        let e = &errors[&id];
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::Failed, "negative: -2")
+        );
+        assert_eq!(
+            e.data,
+            Some(serde_json::json!({"index": 2, "data": null})),
+            "call {id}"
+        );
+    }
+    for id in [3, 4] {
+        let e = &errors[&id];
+        assert_eq!(e.kind, ErrorKind::Panicked);
+        assert!(e.message.contains("check boom"), "{}", e.message);
+        assert_eq!(e.data.as_ref().unwrap()["index"], 2);
+    }
+    assert_eq!(errors[&5].kind, ErrorKind::BadArgs);
+    assert_eq!(errors[&5].data.as_ref().unwrap()["index"], 2);
+    // Not a sequence, or no such function: an error for the whole chunk, without an index.
+    assert_eq!(
+        (errors[&6].kind, &errors[&6].data),
+        (ErrorKind::BadArgs, &None)
+    );
+    assert_eq!(errors[&7].kind, ErrorKind::UnknownFunction);
+    // Still serving.
+    p.call_many(8, "check", &[5i64]).await;
+    match p.recv().await {
+        Some(Message::Result { id: 8, payload }) => assert_eq!(p.decode::<Vec<i64>>(&payload), [5]),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+impl Pool {
+    /// Sends `message` with `fds` attached to its first byte, as a pool does for `CALL_FDS`.
+    async fn send_with_fds(&mut self, message: Message, fds: &[BorrowedFd<'_>]) {
+        use tokio::io::AsyncWriteExt;
+        let mut wire = bytes::BytesMut::new();
+        tokio_util::codec::Encoder::encode(
+            &mut FrameCodec::default(),
+            message.to_frame(),
+            &mut wire,
+        )
+        .unwrap();
+        let sent = send_with_fds(self.chan.get_ref(), &wire, fds)
+            .await
+            .unwrap();
+        self.chan.get_mut().write_all(&wire[sent..]).await.unwrap();
+    }
+
+    async fn call_fds(&mut self, id: u64, function: &str, args: &str, fds: &[BorrowedFd<'_>]) {
+        let call = Message::CallFds {
+            id,
+            descriptors: fds.len() as u8,
+            function: function.into(),
+            payload: self.encoding.encode(args).unwrap(),
+        };
+        self.send_with_fds(call, fds).await;
+    }
+}
+
+/// A connected pair of TCP streams: (client, server side as accepted).
+fn tcp_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    client.set_read_timeout(Some(GUARD)).unwrap();
+    (client, server)
+}
+
+fn read_all(mut client: std::net::TcpStream) -> String {
+    let mut text = String::new();
+    client.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_fds_hands_an_accepted_connection_to_the_worker() {
+    let mut p = start(&[Encoding::Postcard]).await;
+    let (client, server) = tcp_pair();
+    let (client2, server2) = tcp_pair();
+    let (client3, server3) = tcp_pair();
+    p.call_fds(1, "greet_fd", "crew", &[server.as_fd(), server2.as_fd()])
+        .await;
+    // The worker has its own copies now: ours are closed, as a pool does after sending.
+    drop((server, server2));
+    match p.recv().await {
+        Some(Message::Result { id: 1, payload }) => assert_eq!(p.decode::<usize>(&payload), 2),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The worker closed its copies too, so the clients read the greeting then end of file.
+    assert_eq!(read_all(client), "hello crew");
+    assert_eq!(read_all(client2), "hello crew");
+    // An async function, and calls without descriptors around it on the same channel.
+    p.call(2, "add", (1i64, 2i64)).await;
+    p.call_fds(3, "agreet_fd", "async crew", &[server3.as_fd()])
+        .await;
+    drop(server3);
+    p.call(4, "add", (3i64, 4i64)).await;
+    let mut got = std::collections::BTreeMap::new();
+    while got.len() < 3 {
+        match p.recv().await {
+            Some(Message::Result { id, payload }) => {
+                got.insert(id, payload);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(p.decode::<usize>(&got[&3]), 1);
+    assert_eq!(read_all(client3), "hi async crew");
+    // A function that takes no descriptors: bad_args, and the descriptor is closed.
+    let (client4, server4) = tcp_pair();
+    p.call_fds(5, "echo", "x", &[server4.as_fd()]).await;
+    drop(server4);
+    match p.recv().await {
+        Some(Message::Error { id: 5, error }) => assert_eq!(error.kind, ErrorKind::BadArgs),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(read_all(client4), "");
+    // A plain CALL to a function that takes descriptors passes none.
+    p.call(6, "greet_fd", "nobody").await;
+    match p.recv().await {
+        Some(Message::Result { id: 6, payload }) => assert_eq!(p.decode::<usize>(&payload), 0),
+        other => panic!("unexpected {other:?}"),
+    }
+    p.send(Message::Shutdown).await;
+    assert!(p.recv().await.is_none());
+    p.worker.await.unwrap().expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_out_of_step_with_frames_end_serving_with_an_error() {
+    let (_client, server) = tcp_pair();
+    // More descriptors announced than sent; none sent at all; sent with a frame that is not
+    // a CALL_FDS.
+    let cases: [(u8, usize, bool); 3] = [(2, 1, true), (1, 0, true), (0, 1, false)];
+    for (announced, attached, call_fds) in cases {
+        let mut p = start(&[Encoding::Json]).await;
+        let payload = p.encoding.encode("x").unwrap();
+        let message = if call_fds {
+            Message::CallFds {
+                id: 1,
+                descriptors: announced,
+                function: "greet_fd".into(),
+                payload,
+            }
+        } else {
+            Message::Call {
+                id: 1,
+                function: "greet_fd".into(),
+                payload,
+            }
+        };
+        if attached == 0 {
+            p.send(message).await;
+        } else {
+            p.send_with_fds(message, &vec![server.as_fd(); attached])
+                .await;
+        }
+        let served = tokio::time::timeout(GUARD, &mut p.worker)
+            .await
+            .expect("serving ended instead of hanging")
+            .expect("no panic");
+        assert!(
+            matches!(served, Err(ServeError::Descriptors(_))),
+            "{announced} announced, {attached} attached: {served:?}"
+        );
+    }
 }

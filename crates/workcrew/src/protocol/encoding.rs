@@ -1,7 +1,10 @@
 //! Payload encodings (`docs/protocol.md`, section 4).
 
+use std::cell::Cell;
+use std::marker::PhantomData;
+
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// How call arguments and results are encoded on the channel.
@@ -33,11 +36,45 @@ impl Encoding {
     /// [`PayloadError`] if the value cannot be represented (e.g. a map with
     /// non-string keys in JSON).
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes, PayloadError> {
-        let bytes = match self {
-            Encoding::Json => serde_json::to_vec(value).map_err(|e| self.error(e))?,
-            Encoding::Postcard => postcard::to_allocvec(value).map_err(|e| self.error(e))?,
+        self.encode_vec(value).map(Bytes::from)
+    }
+
+    /// Encodes one value into a fresh vector.
+    pub(crate) fn encode_vec<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+    ) -> Result<Vec<u8>, PayloadError> {
+        match self {
+            Encoding::Json => serde_json::to_vec(value).map_err(|e| self.error(e)),
+            Encoding::Postcard => postcard::to_allocvec(value).map_err(|e| self.error(e)),
+        }
+    }
+
+    /// Decodes a sequence of values (a `CALL_MANY` payload). On failure, also tells which item
+    /// failed: `Some(index)` for an item that is not a `T`, `None` if the payload is not a
+    /// sequence at all.
+    pub(crate) fn decode_seq<T: DeserializeOwned>(
+        self,
+        bytes: &[u8],
+    ) -> Result<Vec<T>, (Option<usize>, PayloadError)> {
+        let at = Cell::new(None);
+        let seed = SeqSeed {
+            at: &at,
+            item: PhantomData::<T>,
         };
-        Ok(Bytes::from(bytes))
+        let decoded = match self {
+            Encoding::Json => {
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                seed.deserialize(&mut de)
+                    .and_then(|v| de.end().map(|()| v))
+                    .map_err(|e| self.error(e))
+            }
+            Encoding::Postcard => {
+                let mut de = postcard::Deserializer::from_bytes(bytes);
+                seed.deserialize(&mut de).map_err(|e| self.error(e))
+            }
+        };
+        decoded.map_err(|e| (at.get(), e))
     }
 
     /// Decodes one value.
@@ -57,6 +94,43 @@ impl Encoding {
             encoding: self,
             message: e.to_string(),
         }
+    }
+}
+
+/// Deserialises a sequence item by item, noting in `at` the index being decoded, so a failure
+/// names its item. A sequence's own length is only a hint: a hostile length cannot make it
+/// reserve more than a few pages up front.
+struct SeqSeed<'a, T> {
+    at: &'a Cell<Option<usize>>,
+    item: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for SeqSeed<'_, T> {
+    type Value = Vec<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for SeqSeed<'_, T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence of arguments")
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Vec<T>, S::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        loop {
+            self.at.set(Some(items.len()));
+            match seq.next_element()? {
+                Some(item) => items.push(item),
+                None => break,
+            }
+        }
+        self.at.set(None);
+        Ok(items)
     }
 }
 
@@ -87,6 +161,23 @@ mod tests {
         // The JSON shapes the spec promises other languages.
         assert_eq!(&Encoding::Json.encode(&(1, "x")).unwrap()[..], b"[1,\"x\"]");
         assert_eq!(&Encoding::Json.encode(&()).unwrap()[..], b"null");
+    }
+
+    #[test]
+    fn sequences_decode_and_name_the_failing_item() {
+        for enc in [Encoding::Json, Encoding::Postcard] {
+            let good = enc.encode(&[1u32, 2, 3][..]).unwrap();
+            assert_eq!(enc.decode_seq::<u32>(&good).unwrap(), [1, 2, 3]);
+        }
+        let json = Encoding::Json.encode(&(1u32, 2u32, "three", 4u32)).unwrap();
+        let (at, _) = Encoding::Json.decode_seq::<u32>(&json).unwrap_err();
+        assert_eq!(at, Some(2));
+        // Three postcard u32s, the third an overlong varint.
+        let postcard = [3u8, 1, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let (at, _) = Encoding::Postcard.decode_seq::<u32>(&postcard).unwrap_err();
+        assert_eq!(at, Some(2));
+        let (at, _) = Encoding::Json.decode_seq::<u32>(b"{\"a\": 1}").unwrap_err();
+        assert_eq!(at, None, "not a sequence at all");
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum FrameType {
     Pong = 8,
     /// Pool → worker: finish and exit.
     Shutdown = 9,
+    /// Pool → worker: run a function on each item of a chunk.
+    CallMany = 10,
+    /// Pool → worker: run a function, passing it file descriptors.
+    CallFds = 11,
 }
 
 impl FrameType {
@@ -47,6 +51,8 @@ impl FrameType {
             7 => FrameType::Ping,
             8 => FrameType::Pong,
             9 => FrameType::Shutdown,
+            10 => FrameType::CallMany,
+            11 => FrameType::CallFds,
             _ => return None,
         })
     }
@@ -61,6 +67,82 @@ pub struct Frame {
     pub id: u64,
     /// Everything after the id.
     pub body: Bytes,
+}
+
+/// A frame seen in place in a receive buffer, its body borrowed from it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FrameRef<'a> {
+    pub(crate) kind: FrameType,
+    pub(crate) id: u64,
+    pub(crate) body: &'a [u8],
+}
+
+impl FrameRef<'_> {
+    /// Bytes the frame takes on the wire, header included.
+    pub(crate) fn wire_len(&self) -> usize {
+        HEADER_LEN + self.body.len()
+    }
+
+    /// An owned copy, for the rare paths that want a [`Frame`].
+    pub(crate) fn to_frame(self) -> Frame {
+        Frame {
+            kind: self.kind,
+            id: self.id,
+            body: Bytes::copy_from_slice(self.body),
+        }
+    }
+}
+
+/// What the front of a receive buffer holds.
+#[derive(Debug)]
+pub(crate) enum Peek<'a> {
+    /// A complete frame.
+    Frame(FrameRef<'a>),
+    /// Not a whole frame yet: the frame needs `needed` bytes in all (the 4 bytes of `length`
+    /// while that is incomplete).
+    Partial { needed: usize },
+}
+
+/// Looks at the front of `src` without consuming it: the one place where a frame's header is
+/// checked, shared by [`FrameCodec`] and the worker's serving loop.
+///
+/// # Errors
+///
+/// [`FrameError`] as soon as `length` is out of bounds (before the body is read), or for an
+/// unknown type once the frame is complete.
+pub(crate) fn peek_frame(src: &[u8], max_frame: usize) -> Result<Peek<'_>, FrameError> {
+    let Some(head) = src.first_chunk::<4>() else {
+        return Ok(Peek::Partial { needed: 4 });
+    };
+    let length = u32::from_be_bytes(*head) as usize;
+    if length > max_frame {
+        return Err(FrameError::TooLarge {
+            length,
+            max: max_frame,
+        });
+    }
+    if length < HEADER_LEN - 4 {
+        return Err(FrameError::TooShort(length));
+    }
+    let Some(frame) = src.get(..4 + length) else {
+        return Ok(Peek::Partial { needed: 4 + length });
+    };
+    let kind = FrameType::from_u8(frame[4]).ok_or(FrameError::UnknownType(frame[4]))?;
+    let mut id = [0; 8];
+    id.copy_from_slice(&frame[5..HEADER_LEN]);
+    Ok(Peek::Frame(FrameRef {
+        kind,
+        id: u64::from_be_bytes(id),
+        body: &frame[HEADER_LEN..],
+    }))
+}
+
+/// Appends a frame header for a body of `body_len` bytes to `dst`.
+pub(crate) fn put_header(dst: &mut Vec<u8>, kind: FrameType, id: u64, body_len: usize) {
+    // Callers check the maximum frame size, far below `u32::MAX`.
+    dst.extend_from_slice(&((HEADER_LEN - 4 + body_len) as u32).to_be_bytes());
+    dst.push(kind as u8);
+    dst.extend_from_slice(&id.to_be_bytes());
 }
 
 /// The channel carried something that is not a valid frame; the channel is
@@ -130,28 +212,16 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        if src.len() < 4 {
-            return Ok(None);
-        }
-        let length = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-        if length > self.max_frame {
-            return Err(FrameError::TooLarge {
-                length,
-                max: self.max_frame,
-            });
-        }
-        if length < HEADER_LEN - 4 {
-            return Err(FrameError::TooShort(length));
-        }
-        if src.len() < 4 + length {
-            // Reserve once for the whole frame rather than growing piecemeal.
-            src.reserve(4 + length - src.len());
-            return Ok(None);
-        }
-        let kind = FrameType::from_u8(src[4]).ok_or(FrameError::UnknownType(src[4]))?;
-        src.advance(5);
-        let id = src.get_u64();
-        let body = src.split_to(length - 9).freeze();
+        let (kind, id, wire_len) = match peek_frame(src, self.max_frame)? {
+            Peek::Partial { needed } => {
+                // Reserve once for the whole frame rather than growing piecemeal.
+                src.reserve(needed - src.len());
+                return Ok(None);
+            }
+            Peek::Frame(f) => (f.kind, f.id, f.wire_len()),
+        };
+        src.advance(HEADER_LEN);
+        let body = src.split_to(wire_len - HEADER_LEN).freeze();
         Ok(Some(Frame { kind, id, body }))
     }
 }
@@ -285,7 +355,7 @@ mod tests {
         }
 
         #[test]
-        fn any_frame_round_trips(kind in 1u8..=9, id in any::<u64>(), body in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn any_frame_round_trips(kind in 1u8..=11, id in any::<u64>(), body in proptest::collection::vec(any::<u8>(), 0..64)) {
             let mut codec = FrameCodec::default();
             let f = frame(FrameType::from_u8(kind).unwrap(), id, &body);
             let mut buf = BytesMut::new();

@@ -1,6 +1,6 @@
 //! Messages: the meaning of each frame (`docs/protocol.md`, section 3).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::encoding::Encoding;
@@ -8,6 +8,9 @@ use super::frame::{Frame, FrameType, DEFAULT_MAX_FRAME};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The most file descriptors one `CALL_FDS` may carry.
+pub const MAX_FDS: usize = 16;
 
 /// A worker's announcement (`HELLO`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +28,13 @@ pub struct Hello {
     /// Its process id, for logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// It accepts `CALL_MANY` (a chunk of calls in one frame). Default: false.
+    #[serde(default)]
+    pub batch: bool,
+    /// It reads the channel with `recvmsg` and accepts `CALL_FDS` (file descriptors passed
+    /// with a call). Default: false.
+    #[serde(default)]
+    pub fds: bool,
 }
 
 fn one() -> u32 {
@@ -133,6 +143,28 @@ pub enum Message {
         /// The encoded argument.
         payload: Bytes,
     },
+    /// `CALL_MANY`: run `function` on each item of a chunk, answered by one `RESULT` holding
+    /// the sequence of results, or one `ERROR` naming the first failing item.
+    CallMany {
+        /// The call id (one for the whole chunk).
+        id: u64,
+        /// The function's name.
+        function: String,
+        /// The encoded sequence of arguments.
+        payload: Bytes,
+    },
+    /// `CALL_FDS`: run `function` on `payload` with `descriptors` file descriptors, which
+    /// travel beside the frame as `SCM_RIGHTS` ancillary data, not in it.
+    CallFds {
+        /// The call id.
+        id: u64,
+        /// How many descriptors come with the call: 1 to [`MAX_FDS`].
+        descriptors: u8,
+        /// The function's name.
+        function: String,
+        /// The encoded argument.
+        payload: Bytes,
+    },
     /// `RESULT`: call `id` returned `payload`.
     Result {
         /// The call id.
@@ -179,9 +211,53 @@ pub enum MessageError {
         #[source]
         source: serde_json::Error,
     },
-    /// A `CALL` body is shorter than its name length says, or the name is not UTF-8.
-    #[error("malformed CALL body for call {0}")]
+    /// A `CALL`, `CALL_MANY` or `CALL_FDS` body is shorter than its name length says, or the
+    /// name is not UTF-8.
+    #[error("malformed call body for call {0}")]
     BadCall(u64),
+    /// A `CALL_FDS` announces no descriptors or more than [`MAX_FDS`].
+    #[error("call {id} announces {count} file descriptors, outside 1..={MAX_FDS}")]
+    BadDescriptorCount {
+        /// The call id.
+        id: u64,
+        /// The announced count.
+        count: u8,
+    },
+}
+
+/// Splits a `CALL` or `CALL_MANY` body into the function's name and the payload, in place.
+pub(crate) fn parse_call(id: u64, body: &[u8]) -> Result<(&str, &[u8]), MessageError> {
+    let (len, rest) = body
+        .split_first_chunk::<2>()
+        .ok_or(MessageError::BadCall(id))?;
+    let len = u16::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        return Err(MessageError::BadCall(id));
+    }
+    let (name, payload) = rest.split_at(len);
+    let name = std::str::from_utf8(name).map_err(|_| MessageError::BadCall(id))?;
+    Ok((name, payload))
+}
+
+/// Splits a `CALL_FDS` body into the descriptor count, the function's name and the payload.
+pub(crate) fn parse_call_fds(id: u64, body: &[u8]) -> Result<(u8, &str, &[u8]), MessageError> {
+    let (&count, rest) = body.split_first().ok_or(MessageError::BadCall(id))?;
+    if count == 0 || usize::from(count) > MAX_FDS {
+        return Err(MessageError::BadDescriptorCount { id, count });
+    }
+    let (name, payload) = parse_call(id, rest)?;
+    Ok((count, name, payload))
+}
+
+/// Appends a call body (`u16` name length, name, payload) to `b`.
+fn put_call(b: &mut BytesMut, function: &str, payload: &[u8]) {
+    let name = function.as_bytes();
+    // Names are short; a longer one is cut at the length field's limit
+    // and so refused by the worker as an unknown function.
+    let len = name.len().min(u16::MAX as usize);
+    b.put_u16(len as u16);
+    b.extend_from_slice(&name[..len]);
+    b.extend_from_slice(payload);
 }
 
 impl Message {
@@ -196,15 +272,29 @@ impl Message {
                 function,
                 payload,
             } => {
-                let name = function.as_bytes();
-                let mut b = BytesMut::with_capacity(2 + name.len() + payload.len());
-                // Names are short; a longer one is cut at the length field's limit
-                // and so refused by the worker as an unknown function.
-                let len = name.len().min(u16::MAX as usize);
-                b.put_u16(len as u16);
-                b.extend_from_slice(&name[..len]);
-                b.extend_from_slice(payload);
+                let mut b = BytesMut::with_capacity(2 + function.len() + payload.len());
+                put_call(&mut b, function, payload);
                 (FrameType::Call, *id, b.freeze())
+            }
+            Message::CallMany {
+                id,
+                function,
+                payload,
+            } => {
+                let mut b = BytesMut::with_capacity(2 + function.len() + payload.len());
+                put_call(&mut b, function, payload);
+                (FrameType::CallMany, *id, b.freeze())
+            }
+            Message::CallFds {
+                id,
+                descriptors,
+                function,
+                payload,
+            } => {
+                let mut b = BytesMut::with_capacity(3 + function.len() + payload.len());
+                b.put_u8(*descriptors);
+                put_call(&mut b, function, payload);
+                (FrameType::CallFds, *id, b.freeze())
             }
             Message::Result { id, payload } => (FrameType::Result, *id, payload.clone()),
             Message::Error { id, error } => (FrameType::Error, *id, json(error)),
@@ -222,29 +312,37 @@ impl Message {
     ///
     /// [`MessageError`] for a malformed body.
     pub fn from_frame(frame: Frame) -> Result<Message, MessageError> {
-        let Frame { kind, id, mut body } = frame;
+        let Frame { kind, id, body } = frame;
         let parse_err = |source| MessageError::Json { kind, source };
         Ok(match kind {
             FrameType::Hello => Message::Hello(serde_json::from_slice(&body).map_err(parse_err)?),
             FrameType::Welcome => {
                 Message::Welcome(serde_json::from_slice(&body).map_err(parse_err)?)
             }
-            FrameType::Call => {
-                if body.len() < 2 {
-                    return Err(MessageError::BadCall(id));
+            FrameType::Call | FrameType::CallMany => {
+                let (function, payload) = parse_call(id, &body)?;
+                let (function, payload) = (function.to_owned(), body.slice_ref(payload));
+                if kind == FrameType::Call {
+                    Message::Call {
+                        id,
+                        function,
+                        payload,
+                    }
+                } else {
+                    Message::CallMany {
+                        id,
+                        function,
+                        payload,
+                    }
                 }
-                let len = body.get_u16() as usize;
-                if body.len() < len {
-                    return Err(MessageError::BadCall(id));
-                }
-                let name = body.split_to(len);
-                let function = std::str::from_utf8(&name)
-                    .map_err(|_| MessageError::BadCall(id))?
-                    .to_owned();
-                Message::Call {
+            }
+            FrameType::CallFds => {
+                let (descriptors, function, payload) = parse_call_fds(id, &body)?;
+                Message::CallFds {
                     id,
-                    function,
-                    payload: body,
+                    descriptors,
+                    function: function.to_owned(),
+                    payload: body.slice_ref(payload),
                 }
             }
             FrameType::Result => Message::Result { id, payload: body },
@@ -289,12 +387,25 @@ mod tests {
             concurrency: 2,
             encodings: vec![Encoding::Postcard, Encoding::Json],
             pid: Some(7),
+            batch: true,
+            fds: true,
         }));
         round_trip(Message::Welcome(Welcome::default()));
         round_trip(Message::Call {
             id: 3,
             function: "echo".into(),
             payload: Bytes::from_static(b"\"hi\""),
+        });
+        round_trip(Message::CallMany {
+            id: 3,
+            function: "echo".into(),
+            payload: Bytes::from_static(b"[1,2]"),
+        });
+        round_trip(Message::CallFds {
+            id: 3,
+            descriptors: 2,
+            function: "serve".into(),
+            payload: Bytes::from_static(b"null"),
         });
         round_trip(Message::Result {
             id: 3,
@@ -326,8 +437,8 @@ mod tests {
             panic!("not a hello")
         };
         assert_eq!(
-            (h.concurrency, h.encodings.as_slice(), h.pid),
-            (1, &[Encoding::Json][..], None)
+            (h.concurrency, h.encodings.as_slice(), h.pid, h.batch, h.fds),
+            (1, &[Encoding::Json][..], None, false, false)
         );
     }
 
@@ -368,6 +479,26 @@ mod tests {
             Message::from_frame(short_call),
             Err(MessageError::BadCall(2))
         ));
+        for (count, body) in [(0u8, &b"\x00\x00\x04echo"[..]), (17, b"\x11\x00\x04echo")] {
+            let frame = Frame {
+                kind: FrameType::CallFds,
+                id: 3,
+                body: Bytes::copy_from_slice(body),
+            };
+            assert!(matches!(
+                Message::from_frame(frame),
+                Err(MessageError::BadDescriptorCount { id: 3, count: c }) if c == count
+            ));
+        }
+        let no_count = Frame {
+            kind: FrameType::CallFds,
+            id: 4,
+            body: Bytes::new(),
+        };
+        assert!(matches!(
+            Message::from_frame(no_count),
+            Err(MessageError::BadCall(4))
+        ));
     }
 
     #[test]
@@ -378,6 +509,8 @@ mod tests {
             concurrency: 1,
             encodings: vec![Encoding::Postcard, Encoding::Json],
             pid: None,
+            batch: false,
+            fds: false,
         };
         let w = Welcome::negotiate(&hello, &[Encoding::Json], 1024, 0).unwrap();
         assert_eq!((w.protocol, w.encoding), (1, Encoding::Json));

@@ -4,7 +4,8 @@
 //! it: [`FrameCodec`] cuts the channel into length-prefixed [`Frame`]s and
 //! enforces the maximum frame size both ways, [`Message`] gives each frame its
 //! meaning, and [`Encoding`] encodes call arguments and results (JSON for any
-//! language, postcard between Rust programs).
+//! language, postcard between Rust programs). On Unix, [`send_with_fds`] passes
+//! file descriptors with a `CALL_FDS` frame.
 //!
 //! ```
 //! use bytes::BytesMut;
@@ -19,12 +20,18 @@
 //! assert_eq!(Message::from_frame(frame).unwrap(), call);
 //! ```
 //!
-//! The process pool that uses it is not built yet (see the README).
 
 mod encoding;
+pub(crate) mod fds;
 mod frame;
 mod message;
 
 pub use encoding::{Encoding, PayloadError};
+pub use fds::send_with_fds;
 pub use frame::{Frame, FrameCodec, FrameError, FrameType, DEFAULT_MAX_FRAME, HEADER_LEN};
-pub use message::{ErrorBody, ErrorKind, Hello, Message, MessageError, Welcome, PROTOCOL_VERSION};
+pub use message::{
+    ErrorBody, ErrorKind, Hello, Message, MessageError, Welcome, MAX_FDS, PROTOCOL_VERSION,
+};
+
+pub(crate) use frame::{peek_frame, put_header, FrameRef, Peek};
+pub(crate) use message::{parse_call, parse_call_fds};

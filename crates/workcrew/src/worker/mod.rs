@@ -1,35 +1,68 @@
 //! The Rust worker SDK: serve named functions to a process pool.
 //!
 //! A worker is an ordinary program. It registers functions — synchronous
-//! ones run on tokio's blocking threads, async ones on its runtime — and
-//! serves them over the channel the pool gives it (`docs/protocol.md`).
+//! ones run on tokio's blocking threads, async ones inside the serving task —
+//! and serves them over the channel the pool gives it (`docs/protocol.md`).
 //! Arguments and results are serde values; a function's `Err` comes back to
 //! the caller as a `failed` error and a panic as `panicked`, and the worker
 //! keeps serving either way.
 //!
+//! The usual `main` of a worker is [`Worker::run`], which serves on a
+//! current-thread runtime of its own:
+//!
 //! ```no_run
 //! use workcrew::worker::Worker;
 //!
-//! #[tokio::main]
-//! async fn main() -> Result<(), workcrew::worker::ServeError> {
+//! fn main() -> Result<(), workcrew::worker::ServeError> {
 //!     Worker::builder()
 //!         .function("add", |(a, b): (i64, i64)| Ok::<_, String>(a + b))
 //!         .async_function("greet", |name: String| async move { Ok::<_, String>(format!("hello {name}")) })
 //!         .concurrency(4)
 //!         .build()
-//!         .serve()
-//!         .await
+//!         .run()
 //! }
 //! ```
 //!
-//! The process pool that starts such workers is not built yet (see the README).
+//! # Sync or async
+//!
+//! An async function runs inside the serving task, on the thread that reads
+//! the channel: it must not block (no `std::thread::sleep`, no long
+//! computation) or heartbeats and every other call wait for it. A trivial
+//! async function costs almost nothing: it is polled as soon as its `CALL` is
+//! read and answered in the same write. A sync function may block or compute
+//! for as long as it needs; each call costs a hop to a blocking thread.
+//!
+//! # Batches
+//!
+//! Every function also serves `CALL_MANY` chunks (what the pool's `map` sends):
+//! the function runs on each item in order — a sync function's whole chunk on
+//! one blocking thread, an async function's items one after another — and the
+//! chunk is answered with all results, or with the error of its first failing
+//! item.
+//!
+//! # File descriptors
+//!
+//! On Unix the pool can pass open file descriptors with a call (`CALL_FDS`),
+//! e.g. a socket it accepted, for a function registered with
+//! [`WorkerBuilder::function_with_fds`]. A `CALL_FDS` to any other function is
+//! answered `bad_args` and its descriptors are closed.
+//!
+//! # Cancellation
+//!
+//! When the pool cancels a call, an async call's future is dropped at once. A
+//! sync call's thread cannot be stopped: the call is answered `cancelled` at
+//! once, but the function runs to its end on its thread and its result is
+//! thrown away.
 
+mod channel;
 mod handler;
 mod serve;
 
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -68,6 +101,13 @@ pub enum ServeError {
     /// The channel (file descriptor 0) could not be opened.
     #[error("cannot open the worker channel on standard input")]
     Channel(#[from] std::io::Error),
+    /// File descriptors and frames were out of step: a `CALL_FDS` came without its
+    /// descriptors, or descriptors came with another frame.
+    #[error("file descriptors out of step with the frames: {0}")]
+    Descriptors(String),
+    /// [`Worker::run`] could not build its runtime.
+    #[error("cannot start the worker's runtime")]
+    Runtime(#[source] std::io::Error),
 }
 
 impl Worker {
@@ -82,12 +122,44 @@ impl Worker {
         }
     }
 
+    /// Serves on the channel the pool passed as standard input, on a
+    /// current-thread runtime of its own, until the pool sends `SHUTDOWN` or
+    /// closes the channel. The usual `main` of a worker (see the [module
+    /// docs](self)).
+    ///
+    /// One thread serves best: the loop reads, runs async calls and writes
+    /// answers itself, and handing work between threads costs more than a
+    /// trivial call. Sync functions still run on blocking threads. When serving
+    /// ends, sync calls still running (only cancelled ones can be) are not
+    /// waited for.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError`] if the runtime cannot be built, or the channel cannot be
+    /// opened or breaks.
+    pub fn run(self) -> Result<(), ServeError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(ServeError::Runtime)?;
+        let served = runtime.block_on(self.serve());
+        runtime.shutdown_background();
+        served
+    }
+
     /// Serves on the channel the pool passed as standard input, until the pool
-    /// sends `SHUTDOWN` or closes the channel.
+    /// sends `SHUTDOWN` or closes the channel, on the caller's runtime. Prefer
+    /// [`run`](Self::run) unless the program needs a runtime of its own.
     ///
     /// # Errors
     ///
     /// [`ServeError`] if the channel cannot be opened or breaks.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future stops serving: running async calls are dropped,
+    /// answers not yet written are lost, and the pool sees the channel close.
     pub async fn serve(self) -> Result<(), ServeError> {
         let fd = std::io::stdin().lock();
         let owned = std::os::fd::AsFd::as_fd(&fd).try_clone_to_owned()?;
@@ -102,6 +174,10 @@ impl Worker {
     /// # Errors
     ///
     /// [`ServeError`] if the channel breaks or the pool misbehaves.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`serve`](Self::serve).
     pub async fn serve_on(self, stream: UnixStream) -> Result<(), ServeError> {
         serve::serve_on(self, stream).await
     }
@@ -109,23 +185,21 @@ impl Worker {
 
 impl WorkerBuilder {
     /// Registers a synchronous function, run on a blocking thread so it can
-    /// take its time without stalling heartbeats.
-    pub fn function<F, A, R, E>(mut self, name: impl Into<String>, f: F) -> Self
+    /// take its time without stalling heartbeats. A later registration under
+    /// the same name replaces it.
+    pub fn function<F, A, R, E>(self, name: impl Into<String>, f: F) -> Self
     where
         F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
         E: Display + Send + 'static,
     {
-        self.worker.functions.insert(
-            name.into(),
-            Arc::new(handler::SyncFn(Arc::new(f), std::marker::PhantomData)),
-        );
-        self
+        self.sync_handler(name.into(), false, move |args, _fds: Vec<OwnedFd>| f(args))
     }
 
-    /// Registers an async function.
-    pub fn async_function<F, Fut, A, R, E>(mut self, name: impl Into<String>, f: F) -> Self
+    /// Registers an async function, run inside the serving task: it must not
+    /// block (see the [module docs](self)).
+    pub fn async_function<F, Fut, A, R, E>(self, name: impl Into<String>, f: F) -> Self
     where
         F: Fn(A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
@@ -133,10 +207,88 @@ impl WorkerBuilder {
         R: Serialize + Send + 'static,
         E: Display + Send + 'static,
     {
-        self.worker.functions.insert(
-            name.into(),
-            Arc::new(handler::AsyncFn(Arc::new(f), std::marker::PhantomData)),
-        );
+        self.async_handler(name.into(), false, move |args, _fds: Vec<OwnedFd>| f(args))
+    }
+
+    /// Registers a synchronous function that takes file descriptors passed
+    /// with the call (`CALL_FDS`, Unix only), e.g. a socket the pool accepted,
+    /// run on a blocking thread. The descriptors are the function's: they are
+    /// closed when it drops them. A plain `CALL` passes none.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::io::Write;
+    /// use std::os::fd::OwnedFd;
+    /// use workcrew::worker::Worker;
+    ///
+    /// fn main() -> Result<(), workcrew::worker::ServeError> {
+    ///     Worker::builder()
+    ///         .function_with_fds("greet", |name: String, fds: Vec<OwnedFd>| {
+    ///             for fd in fds {
+    ///                 let mut socket = std::net::TcpStream::from(fd);
+    ///                 writeln!(socket, "hello {name}").map_err(|e| e.to_string())?;
+    ///             }
+    ///             Ok::<_, String>(())
+    ///         })
+    ///         .build()
+    ///         .run()
+    /// }
+    /// ```
+    pub fn function_with_fds<F, A, R, E>(self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(A, Vec<OwnedFd>) -> Result<R, E> + Send + Sync + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        self.sync_handler(name.into(), true, f)
+    }
+
+    /// Registers an async function that takes file descriptors passed with
+    /// the call, as [`function_with_fds`](Self::function_with_fds) does for a
+    /// sync one. It runs inside the serving task: it must not block.
+    pub fn async_function_with_fds<F, Fut, A, R, E>(self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(A, Vec<OwnedFd>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        self.async_handler(name.into(), true, f)
+    }
+
+    fn sync_handler<F, A, R, E>(mut self, name: String, takes_fds: bool, f: F) -> Self
+    where
+        F: Fn(A, Vec<OwnedFd>) -> Result<R, E> + Send + Sync + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        let handler = handler::SyncFn {
+            f: Arc::new(f),
+            takes_fds,
+            marker: PhantomData,
+        };
+        self.worker.functions.insert(name, Arc::new(handler));
+        self
+    }
+
+    fn async_handler<F, Fut, A, R, E>(mut self, name: String, takes_fds: bool, f: F) -> Self
+    where
+        F: Fn(A, Vec<OwnedFd>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        let handler = handler::AsyncFn {
+            f: Arc::new(f),
+            takes_fds,
+            marker: PhantomData,
+        };
+        self.worker.functions.insert(name, Arc::new(handler));
         self
     }
 

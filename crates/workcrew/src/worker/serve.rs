@@ -2,29 +2,47 @@
 //!
 //! # Implementation notes
 //!
-//! One task reads the channel and answers `PING` at once, so heartbeats are
-//! answered even while every call is busy. Each `CALL` runs in its own task
-//! (owned by a `JoinSet`), racing its cancellation token; answers go to one
-//! writer task through a channel, so frames are never interleaved. On
-//! `SHUTDOWN` or end of file the reader stops, running calls finish and are
-//! answered, then `serve` returns.
+//! Everything happens in one task, in passes. A pass reads once (as much as the socket
+//! holds), handles every complete frame in the buffer, polls the calls that can make
+//! progress, and writes every answer produced, in one `write` when the socket takes it. Then
+//! the task sleeps until the socket or a call wakes it. Nothing is held back: a lone call is
+//! one read, one poll, one write.
+//!
+//! - Calls are futures in one `FuturesUnordered`, polled by the serving task itself: no task
+//!   is spawned per call, and a new call is polled in the pass that read it, so a trivial
+//!   async function is answered in that same pass. Sync functions run on tokio's blocking
+//!   threads; their join handles sit in the same set.
+//! - `PING` is answered while the frame is handled, so heartbeats never wait for calls (as long
+//!   as no async function blocks the thread, which the SDK docs forbid).
+//! - `CALL_FDS` takes its descriptors from the channel's queue; descriptors that came with any
+//!   other frame, or a `CALL_FDS` whose descriptors did not come, end serving with an error.
+//! - `CANCEL` drops the call's future and answers `cancelled` at once. A sync call's thread
+//!   cannot be stopped: it runs to its end and its answer is thrown away.
+//! - A panic while starting or polling a call becomes that call's `panicked` answer.
+//! - `SHUTDOWN` or end of file stops reading; the running calls finish and are answered, the
+//!   send buffer is flushed, then serving returns. A malformed frame ends serving at once.
+//! - The worker does not count its calls: the pool never sends more than the announced
+//!   concurrency.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
-use futures::{SinkExt, StreamExt};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
-use tokio_util::codec::Framed;
-use tokio_util::sync::CancellationToken;
 
-use super::handler::{error, Handler};
+use super::channel::Channel;
+use super::handler::{error, panicked, CallFuture, CallResult, Handler};
 use super::{ServeError, Worker};
-use crate::protocol::{ErrorKind, FrameCodec, Hello, Message, PROTOCOL_VERSION};
+use crate::protocol::{
+    parse_call, parse_call_fds, peek_frame, put_header, ErrorBody, ErrorKind, FrameRef, FrameType,
+    Hello, Message, Peek, Welcome, DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION,
+};
 
 pub(crate) async fn serve_on(worker: Worker, stream: UnixStream) -> Result<(), ServeError> {
-    let mut chan = Framed::new(stream, FrameCodec::default());
+    let mut chan = Channel::new(stream);
     let mut functions: Vec<String> = worker.functions.keys().cloned().collect();
     functions.sort();
     let hello = Hello {
@@ -33,14 +51,13 @@ pub(crate) async fn serve_on(worker: Worker, stream: UnixStream) -> Result<(), S
         concurrency: worker.concurrency,
         encodings: worker.encodings.clone(),
         pid: Some(std::process::id()),
+        batch: true,
+        fds: true,
     };
-    chan.send(Message::Hello(hello).to_frame()).await?;
-    let welcome = match chan.next().await {
-        None => return Ok(()), // the pool went away before welcoming us
-        Some(frame) => match Message::from_frame(frame?)? {
-            Message::Welcome(w) => w,
-            other => return Err(ServeError::Unexpected(format!("{other:?}"))),
-        },
+    put_message(chan.output(), &Message::Hello(hello));
+    poll_fn(|cx| chan.poll_flush(cx)).await.map_err(io_error)?;
+    let Some(welcome) = welcome(&mut chan).await? else {
+        return Ok(()); // the pool went away before welcoming us
     };
     if !worker.encodings.contains(&welcome.encoding) {
         return Err(ServeError::Unexpected(format!(
@@ -48,104 +65,290 @@ pub(crate) async fn serve_on(worker: Worker, stream: UnixStream) -> Result<(), S
             welcome.encoding
         )));
     }
-    let encoding = welcome.encoding;
-    // The announced limit applies from now on, both ways.
-    *chan.codec_mut() = FrameCodec::new(welcome.max_frame);
-    let (mut sink, mut source) = chan.split();
+    let mut serving = Serving {
+        chan,
+        worker,
+        encoding: welcome.encoding,
+        // The announced limit applies from now on, both ways.
+        max_frame: welcome.max_frame,
+        calls: FuturesUnordered::new(),
+        reading: true,
+    };
+    poll_fn(|cx| serving.poll(cx)).await
+}
 
-    // The writer: every answer goes through here, one frame at a time.
-    let (out, mut outbox) = mpsc::unbounded_channel::<Message>();
-    let writer = tokio::spawn(async move {
-        while let Some(m) = outbox.recv().await {
-            sink.send(m.to_frame()).await?;
-        }
-        sink.close().await
-    });
-
-    let in_flight: Arc<Mutex<HashMap<u64, CancellationToken>>> = Arc::default();
-    let mut calls = JoinSet::new();
-    let mut result = Ok(());
-    while let Some(frame) = source.next().await {
-        let message = match frame
-            .map_err(ServeError::from)
-            .and_then(|f| Ok(Message::from_frame(f)?))
-        {
-            Ok(m) => m,
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        };
-        match message {
-            Message::Call {
-                id,
-                function,
-                payload,
-            } => {
-                let Some(handler) = worker.functions.get(&function).map(Arc::clone) else {
-                    let _ = out.send(Message::Error {
-                        id,
-                        error: error(
-                            ErrorKind::UnknownFunction,
-                            format!("no function named {function:?}"),
-                        ),
-                    });
-                    continue;
+/// Reads the pool's first frame, which must be `WELCOME`; `None` at end of file.
+async fn welcome(chan: &mut Channel) -> Result<Option<Welcome>, ServeError> {
+    loop {
+        match peek_frame(chan.unread(), DEFAULT_MAX_FRAME)? {
+            Peek::Frame(frame) => {
+                let (frame, len) = (frame.to_frame(), frame.wire_len());
+                chan.consume(len);
+                return match Message::from_frame(frame)? {
+                    Message::Welcome(w) => Ok(Some(w)),
+                    other => Err(ServeError::Unexpected(format!("{other:?}"))),
                 };
-                let token = CancellationToken::new();
-                lock(&in_flight).insert(id, token.clone());
-                let (out, in_flight) = (out.clone(), Arc::clone(&in_flight));
-                calls.spawn(run_call(
-                    handler, id, encoding, payload, token, out, in_flight,
-                ));
             }
-            Message::Cancel { id } => {
-                if let Some(token) = lock(&in_flight).get(&id) {
-                    token.cancel();
+            Peek::Partial { needed } => chan.want(needed),
+        }
+        if poll_fn(|cx| chan.poll_fill(cx)).await.map_err(io_error)? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+struct Serving {
+    chan: Channel,
+    worker: Worker,
+    encoding: crate::protocol::Encoding,
+    max_frame: usize,
+    calls: FuturesUnordered<Running>,
+    /// False after `SHUTDOWN` or end of file.
+    reading: bool,
+}
+
+impl Serving {
+    /// One or more passes; `Ready` when serving is over.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ServeError>> {
+        loop {
+            let mut read_some = false;
+            if self.reading {
+                match self.chan.poll_fill(cx) {
+                    Poll::Ready(Ok(0)) => self.reading = false,
+                    Poll::Ready(Ok(_)) => read_some = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(io_error(e))),
+                    Poll::Pending => {}
+                }
+                if let Err(e) = self.handle_frames() {
+                    return Poll::Ready(Err(e));
                 }
             }
-            Message::Ping { nonce } => {
-                let _ = out.send(Message::Pong { nonce });
+            while let Poll::Ready(Some((id, answer))) = self.calls.poll_next_unpin(cx) {
+                put_answer(self.chan.output(), id, answer, self.max_frame);
             }
-            Message::Shutdown => break,
-            other => {
-                result = Err(ServeError::Unexpected(format!("{other:?}")));
-                break;
+            if let Poll::Ready(Err(e)) = self.chan.poll_flush(cx) {
+                return Poll::Ready(Err(io_error(e)));
+            }
+            if !self.reading && self.calls.is_empty() && self.chan.flushed() {
+                return Poll::Ready(Ok(()));
+            }
+            // The socket may hold more (the read filled the buffer): go round again. Otherwise
+            // every source of progress has registered the waker.
+            if !read_some {
+                return Poll::Pending;
             }
         }
-        // Reap finished calls so the set stays small.
-        while calls.try_join_next().is_some() {}
     }
-    while calls.join_next().await.is_some() {}
-    drop(out);
-    writer
-        .await
-        .map_err(|e| ServeError::Unexpected(e.to_string()))??;
-    result
+
+    /// Handles every complete frame in the receive buffer.
+    fn handle_frames(&mut self) -> Result<(), ServeError> {
+        while self.reading {
+            let (unread, at, output, fds) = self.chan.split();
+            let frame = match peek_frame(unread, self.max_frame)? {
+                Peek::Frame(frame) => frame,
+                Peek::Partial { needed } => {
+                    self.chan.want(needed);
+                    return Ok(());
+                }
+            };
+            let len = frame.wire_len();
+            let (id, encoding, max_frame) = (frame.id, self.encoding, self.max_frame);
+            match frame.kind {
+                FrameType::Call => {
+                    let (name, payload) = parse_call(id, frame.body)?;
+                    let begin = |h: &dyn Handler| h.call(encoding, payload, Vec::new());
+                    start(
+                        &self.worker,
+                        &self.calls,
+                        output,
+                        max_frame,
+                        id,
+                        name,
+                        begin,
+                    );
+                }
+                FrameType::CallMany => {
+                    let (name, payload) = parse_call(id, frame.body)?;
+                    let begin = |h: &dyn Handler| h.call_many(encoding, payload);
+                    start(
+                        &self.worker,
+                        &self.calls,
+                        output,
+                        max_frame,
+                        id,
+                        name,
+                        begin,
+                    );
+                }
+                FrameType::CallFds => {
+                    let (count, name, payload) = parse_call_fds(id, frame.body)?;
+                    let Some(taken) = fds.take(at, count.into()) else {
+                        return Err(ServeError::Descriptors(format!(
+                            "call {id} announces {count} file descriptors, which did not come with it"
+                        )));
+                    };
+                    if self
+                        .worker
+                        .functions
+                        .get(name)
+                        .is_some_and(|h| !h.takes_fds())
+                    {
+                        // Dropping `taken` closes the descriptors.
+                        let message = format!("function {name:?} takes no file descriptors");
+                        put_error(output, id, &error(ErrorKind::BadArgs, message), max_frame);
+                    } else {
+                        let begin = |h: &dyn Handler| h.call(encoding, payload, taken);
+                        start(
+                            &self.worker,
+                            &self.calls,
+                            output,
+                            max_frame,
+                            id,
+                            name,
+                            begin,
+                        );
+                    }
+                }
+                FrameType::Cancel => {
+                    // Not in flight (already answered, or never sent): ignored.
+                    if let Some(call) = self.calls.iter_mut().find(|c| c.id == id) {
+                        call.cancel();
+                    }
+                }
+                FrameType::Ping => put_header(output, FrameType::Pong, id, 0),
+                FrameType::Shutdown => self.reading = false,
+                _ => return Err(unexpected(frame)),
+            }
+            let stray = fds.stray(at + len as u64);
+            if stray > 0 {
+                return Err(ServeError::Descriptors(format!(
+                    "{stray} file descriptors came with a {} frame (id {id})",
+                    frame.kind
+                )));
+            }
+            self.chan.consume(len);
+        }
+        Ok(())
+    }
 }
 
-async fn run_call(
-    handler: Arc<dyn Handler>,
+/// Starts call `id` of function `name`, or answers `unknown_function`.
+fn start(
+    worker: &Worker,
+    calls: &FuturesUnordered<Running>,
+    output: &mut Vec<u8>,
+    max_frame: usize,
     id: u64,
-    encoding: crate::protocol::Encoding,
-    payload: bytes::Bytes,
-    token: CancellationToken,
-    out: mpsc::UnboundedSender<Message>,
-    in_flight: Arc<Mutex<HashMap<u64, CancellationToken>>>,
+    name: &str,
+    begin: impl FnOnce(&dyn Handler) -> CallFuture,
 ) {
-    let answer = tokio::select! {
-        r = handler.call(encoding, payload) => r,
-        _ = token.cancelled() => Err(error(ErrorKind::Cancelled, format!("call {id} cancelled"))),
+    let Some(handler) = worker.functions.get(name) else {
+        let e = error(
+            ErrorKind::UnknownFunction,
+            format!("no function named {name:?}"),
+        );
+        return put_error(output, id, &e, max_frame);
     };
-    lock(&in_flight).remove(&id);
-    let message = match answer {
-        Ok(payload) => Message::Result { id, payload },
-        Err(error) => Message::Error { id, error },
-    };
-    // A closed writer means the channel is gone; nobody is left to tell.
-    let _ = out.send(message);
+    match catch_unwind(AssertUnwindSafe(|| begin(&**handler))) {
+        Ok(fut) => calls.push(Running {
+            id,
+            fut: Some(fut),
+            waker: None,
+        }),
+        Err(payload) => put_error(output, id, &panicked(payload), max_frame),
+    }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+/// One call in flight: its future until it is answered or cancelled.
+struct Running {
+    id: u64,
+    /// `None` once cancelled.
+    fut: Option<CallFuture>,
+    /// The waker of the last poll that was `Pending`, to wake the call when it is cancelled.
+    waker: Option<Waker>,
+}
+
+impl Running {
+    /// Drops the call's work and has it answer `cancelled` when next polled.
+    fn cancel(&mut self) {
+        if self.fut.take().is_some() {
+            if let Some(waker) = self.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Future for Running {
+    type Output = (u64, CallResult);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let id = this.id;
+        let Some(fut) = this.fut.as_mut() else {
+            let e = error(ErrorKind::Cancelled, format!("call {id} cancelled"));
+            return Poll::Ready((id, Err(e)));
+        };
+        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(answer)) => Poll::Ready((id, answer)),
+            Ok(Poll::Pending) => {
+                if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    this.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Err(payload) => Poll::Ready((id, Err(panicked(payload)))),
+        }
+    }
+}
+
+/// Appends the frame answering call `id`.
+fn put_answer(out: &mut Vec<u8>, id: u64, answer: CallResult, max_frame: usize) {
+    match answer {
+        Ok(payload) if HEADER_LEN - 4 + payload.len() <= max_frame => {
+            put_header(out, FrameType::Result, id, payload.len());
+            out.extend_from_slice(&payload);
+        }
+        Ok(payload) => {
+            let message = format!(
+                "result of call {id} is {} bytes, over the maximum frame size of {max_frame} bytes",
+                payload.len()
+            );
+            put_error(out, id, &error(ErrorKind::TooLarge, message), max_frame);
+        }
+        Err(e) => put_error(out, id, &e, max_frame),
+    }
+}
+
+/// Appends an `ERROR` frame, serialising the body in place.
+fn put_error(out: &mut Vec<u8>, id: u64, e: &ErrorBody, max_frame: usize) {
+    let at = out.len();
+    put_header(out, FrameType::Error, id, 0);
+    serde_json::to_writer(&mut *out, e).expect("error bodies always serialise");
+    let length = out.len() - at - 4;
+    if length > max_frame {
+        // Only a huge message or data can do this; keep the kind, drop the rest.
+        out.truncate(at);
+        let short = error(e.kind, format!("error of call {id} too large to send"));
+        return put_error(out, id, &short, max_frame);
+    }
+    out[at..at + 4].copy_from_slice(&(length as u32).to_be_bytes());
+}
+
+/// Appends a message built the general way (the handshake, not the hot path).
+fn put_message(out: &mut Vec<u8>, m: &Message) {
+    let frame = m.to_frame();
+    put_header(out, frame.kind, frame.id, frame.body.len());
+    out.extend_from_slice(&frame.body);
+}
+
+fn unexpected(frame: FrameRef<'_>) -> ServeError {
+    match Message::from_frame(frame.to_frame()) {
+        Ok(m) => ServeError::Unexpected(format!("{m:?}")),
+        Err(e) => e.into(),
+    }
+}
+
+fn io_error(e: std::io::Error) -> ServeError {
+    ServeError::Frame(e.into())
 }
