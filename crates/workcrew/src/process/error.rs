@@ -78,9 +78,46 @@ pub enum CallError {
         /// Its exit code or signal, as far as known.
         exit: String,
     },
-    /// The pool is stopped or has no live worker.
+    /// The call carries file descriptors, but no worker serving the function
+    /// accepts them (its `HELLO` did not say `fds: true`).
+    #[error("no worker serving {0:?} accepts file descriptors")]
+    NoFdPassing(String),
+    /// The pool has no live worker and cannot start one.
     #[error("process pool has no live worker")]
     NoWorkers,
+    /// The pool is stopping or stopped: it takes no new calls.
+    #[error("process pool is stopped")]
+    Stopped,
+    /// The pool queue is full (from `try_call`; `call` waits for room instead).
+    #[error("process pool queue is full")]
+    QueueFull,
+    /// The call was cancelled by its token; the worker was told to stop it.
+    #[error("call {call_id} to {function} was cancelled")]
+    Cancelled {
+        /// The function.
+        function: String,
+        /// The call.
+        call_id: u64,
+    },
+    /// The arguments do not fit in one frame.
+    #[error("arguments of a call to {function} take {size} bytes, above the maximum frame size of {max} bytes")]
+    TooLarge {
+        /// The function.
+        function: String,
+        /// The encoded frame size.
+        size: usize,
+        /// The maximum frame size.
+        max: usize,
+    },
+    /// Item `index` of a [`map`](super::ProcessPool::map) failed.
+    #[error("item {index} of a map failed")]
+    Item {
+        /// The item's position in the input.
+        index: usize,
+        /// Its error.
+        #[source]
+        source: Box<CallError>,
+    },
     /// The call ran past the pool's call timeout; the worker was told to
     /// cancel it (and is killed if it does not).
     #[error("call {call_id} to {function} timed out after {timeout:?}")]
@@ -93,9 +130,9 @@ pub enum CallError {
         timeout: std::time::Duration,
     },
     /// Workers kept dying: the restart budget ran out and none is left.
-    #[error("workers crashed {restarts} times within {window:?}; no longer replacing them")]
+    #[error("worker restart budget of {restarts} within {window:?} exhausted; no longer replacing workers")]
     CrashLoop {
-        /// Restarts made within the window.
+        /// Restarts allowed (and made) within the window.
         restarts: usize,
         /// The budget's window.
         window: std::time::Duration,
@@ -116,6 +153,8 @@ pub enum CallError {
         function: String,
         /// The worker's message.
         message: String,
+        /// Details it attached.
+        data: Option<serde_json::Value>,
     },
 }
 
@@ -128,5 +167,10 @@ impl CallError {
     /// True if the call timed out.
     pub fn is_timeout(&self) -> bool {
         matches!(self, CallError::TimedOut { .. })
+    }
+
+    /// True if the call was cancelled by its token.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, CallError::Cancelled { .. })
     }
 }

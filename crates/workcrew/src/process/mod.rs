@@ -1,27 +1,9 @@
 //! Call named functions in worker processes.
 //!
-//! **Early stage.** This version starts a fixed number of workers (any
-//! program that speaks `docs/protocol.md`: a Rust program built with
-//! [`crate::worker`], the Python reference worker, ...) and:
-//! - routes each call to the live worker with the fewest calls in flight
-//!   (counted at routing time, so a burst spreads);
-//! - returns typed [`CallError`]s;
-//! - fails only the calls a crashed worker held, naming its exit code or
-//!   signal, and replaces the worker within a restart budget (a crash loop
-//!   ends with [`CallError::CrashLoop`], not a spin);
-//! - enforces a per-call timeout: `CANCEL` first, then, after a grace
-//!   period, kill and replace; a dropped call future sends `CANCEL` too;
-//! - pings workers and kills, fails as lost and replaces one that leaves
-//!   three heartbeats unanswered;
-//! - never sends a worker more calls than the concurrency it announced;
-//! - forwards workers' stdout and stderr to `tracing`;
-//! - stops gracefully (shutdown, stop timeout, kill, reap).
-//!
-//! - reports [`ProcessPoolStats`] (workers, busy, waiting calls, outcomes,
-//!   restarts, call latency percentiles).
-//!
-//! Not yet: autoscaling and idle reaping, recycling, other routing strategies,
-//! a bounded pool queue, fd passing, events.
+//! A [`ProcessPool`] starts worker processes — any program that speaks
+//! `docs/protocol.md`: a Rust program built with [`crate::worker`], the
+//! Python reference worker in `workers/python/`, ... — and calls their
+//! functions by name.
 //!
 //! ```no_run
 //! use workcrew::process::ProcessPool;
@@ -34,14 +16,70 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Routing and capacity
+//!
+//! Each call goes to a worker with room, picked by the pool's [`Routing`]
+//! (fewest in flight by default; fill, round-robin, random,
+//! power-of-two-choices). In-flight counts rise at routing time, so a burst
+//! spreads. A worker never holds more calls than the concurrency it
+//! announced (or [`max_per_worker`](ProcessPoolBuilder::max_per_worker)).
+//! Calls with no room wait in a bounded pool queue; when it is full,
+//! [`ProcessPool::call`] waits and [`ProcessPool::try_call`] fails with
+//! [`CallError::QueueFull`].
+//!
+//! # Elasticity
+//!
+//! [`min`](ProcessPoolBuilder::min) workers start with the pool and are
+//! kept; while calls wait, the pool grows to [`max`](ProcessPoolBuilder::max);
+//! workers above `min` idle for [`idle_timeout`](ProcessPoolBuilder::idle_timeout)
+//! are stopped (never one holding a call). Failed starts are retried with
+//! backoff; a [restart budget](ProcessPoolBuilder::restart_budget) ends a
+//! crash loop with [`CallError::CrashLoop`].
+//!
+//! # Timeouts, cancellation, crashes
+//!
+//! A call past its timeout fails with [`CallError::TimedOut`]; its worker
+//! gets `CANCEL`, and is killed and replaced if it has not answered after the
+//! cancel grace. A call is withdrawn (queued) or cancelled (running) when its
+//! future is dropped or its [`CallOptions::token`] fires. A worker that dies
+//! fails only the calls it held, with [`CallError::WorkerLost`] naming its
+//! exit code or signal; calls routed to it but not yet sent go to another
+//! worker; calls that allow [retries](CallOptions::retries) are sent again.
+//! A worker that stops answering heartbeats is killed as hung.
+//!
+//! # Recycling and reload
+//!
+//! Workers are replaced after a number of calls, above a memory limit, after
+//! an age (with jitter), or on [`ProcessPool::recycle`] /
+//! [`ProcessPool::reload`] (a new command: the new generation starts before
+//! the old one drains).
+//!
+//! # Batches
+//!
+//! [`ProcessPool::map`] sends items in chunks (`CALL_MANY`), results in order.
+//!
+//! # Observability
+//!
+//! [`ProcessPool::stats`] and [`ProcessPool::events`]; workers' stdout and
+//! stderr go to `tracing`, tagged with the worker.
 
 mod builder;
+mod call;
+mod conn;
 mod error;
+mod events;
 mod pool;
+mod routing;
+mod spawn;
+mod state;
 mod stats;
-mod worker;
+mod supervisor;
 
-pub use builder::ProcessPoolBuilder;
+pub use builder::{ProcessPoolBuilder, WorkerCommand};
+pub use call::{CallOptions, Function};
 pub use error::{CallError, StartError};
+pub use events::{ProcessEvent, RecycleReason};
 pub use pool::ProcessPool;
+pub use routing::Routing;
 pub use stats::ProcessPoolStats;

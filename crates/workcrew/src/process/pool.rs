@@ -1,30 +1,27 @@
-//! The public pool handle: routing calls to workers, and the supervisor that
-//! replaces workers that die.
-//!
-//! # Implementation notes
-//!
-//! The live workers are a list behind an `RwLock`: calls take the read lock
-//! to route; the supervisor task (one per pool, holding it weakly) takes the
-//! write lock to drop a dead worker and add its replacement. Each worker's
-//! connection task reports its pid to the supervisor when it ends, whatever
-//! the reason, so every death is seen exactly once.
+//! The public pool handle: calls, recycling, stats, events, stop.
 
 use std::collections::VecDeque;
-use std::ffi::OsString;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
-use std::time::Duration;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use futures::stream::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use super::builder::{Config, ProcessPoolBuilder};
+use super::builder::{Config, WorkerCommand};
+use super::call::{CallOptions, Function};
 use super::error::{CallError, StartError};
+use super::events::{ProcessEvent, RecycleReason};
+use super::routing::Router;
+use super::state::{Job, Rejected, Reply, Shared, State};
 use super::stats::{Counters, ProcessPoolStats};
-use super::worker::{self, Command, Reply, WorkerHandle};
-use crate::protocol::ErrorKind;
+use super::supervisor::{self, register, start_generation};
+use crate::events::Hub;
+use crate::protocol::{Encoding, ErrorKind};
 
 /// A pool of worker processes serving named functions.
 ///
@@ -33,419 +30,712 @@ use crate::protocol::ErrorKind;
 /// timeout).
 #[derive(Clone)]
 pub struct ProcessPool {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    config: Config,
-    workers: RwLock<Vec<Arc<WorkerHandle>>>,
-    next_id: AtomicU64,
-    stopping: AtomicBool,
-    /// Set when the restart budget ran out.
-    crash_loop: Mutex<Option<(usize, Duration)>>,
-    exits: mpsc::UnboundedSender<u32>,
-    /// Calls waiting for a worker below its concurrency wait here.
-    slot_freed: Notify,
-    counters: Counters,
+    pub(crate) inner: Arc<Shared>,
 }
 
 impl ProcessPool {
-    /// Starts configuring a pool of `program` workers.
-    pub fn builder(program: impl Into<OsString>) -> ProcessPoolBuilder {
-        ProcessPoolBuilder::new(program)
+    /// Starts configuring a pool of workers started by `command` (a program
+    /// name or a [`WorkerCommand`]).
+    pub fn builder(command: impl Into<WorkerCommand>) -> super::ProcessPoolBuilder {
+        super::ProcessPoolBuilder::new(command.into())
     }
 
     pub(crate) async fn start(config: Config) -> Result<ProcessPool, StartError> {
-        let (exits, exit_rx) = mpsc::unbounded_channel();
-        let started = futures::future::join_all(
-            (0..config.workers).map(|_| worker::start(&config, exits.clone())),
-        )
-        .await;
-        let mut workers = Vec::with_capacity(started.len());
-        let mut first_error = None;
-        for w in started {
-            match w {
-                Ok(w) => workers.push(Arc::new(w)),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        let pool = ProcessPool {
-            inner: Arc::new(Inner {
-                config,
-                workers: RwLock::new(workers),
-                next_id: AtomicU64::new(1),
-                stopping: AtomicBool::new(false),
-                crash_loop: Mutex::new(None),
-                exits,
-                slot_freed: Notify::new(),
-                counters: Counters::new(),
+        let first = config.min_workers.max(1);
+        let command = config.command.clone();
+        let router = Router::new(config.routing);
+        let event_capacity = config.event_capacity;
+        // Started before the pool exists, so the payload encoding can be
+        // settled with the first generation.
+        let bootstrap = Arc::new(Shared {
+            config,
+            state: Mutex::new(State {
+                workers: Vec::new(),
+                queue: VecDeque::new(),
+                router,
+                starting: 0,
+                stopping: false,
+                crash_loop: None,
+                command: command.clone(),
+                generation: 1,
+                next_worker: 0,
+                crashes: VecDeque::new(),
             }),
-        };
-        if let Some(e) = first_error {
-            pool.stop().await;
-            return Err(e);
+            encoding: Encoding::Postcard,
+            next_call: AtomicU64::new(1),
+            room: Notify::new(),
+            room_waiters: AtomicUsize::new(0),
+            settled: Notify::new(),
+            supervisor: Arc::new(Notify::new()),
+            counters: Counters::new(),
+            events: Hub::new(event_capacity, ProcessEvent::Lagged),
+        });
+        let started = start_generation(
+            &bootstrap,
+            &command,
+            &[Encoding::Postcard, Encoding::Json],
+            first,
+        )
+        .await?;
+        let encoding = started[0].1.encoding;
+        if let Some((_, odd)) = started.iter().find(|(_, s)| s.encoding != encoding) {
+            let pid = odd.pid;
+            for (_, mut s) in started {
+                super::spawn::reap(&mut s.child, true).await;
+            }
+            return Err(StartError::Handshake {
+                pid,
+                reason: "workers of one pool chose different payload encodings".to_owned(),
+            });
         }
-        tokio::spawn(supervise(Arc::downgrade(&pool.inner), exit_rx));
-        Ok(pool)
+        let Ok(mut shared) = Arc::try_unwrap(bootstrap) else {
+            unreachable!("nothing else holds the pool before it starts")
+        };
+        shared.encoding = encoding;
+        let inner = Arc::new(shared);
+        for (id, s) in started {
+            register(&inner, s, id, 1, false);
+        }
+        tokio::spawn(supervisor::supervise(Arc::downgrade(&inner)));
+        Ok(ProcessPool { inner })
     }
 
-    /// Calls `function` with `args` on the worker with the fewest calls in
-    /// flight, and decodes its result.
+    /// Calls `function` with `args` on a worker (chosen by the pool's
+    /// [`Routing`](super::Routing)) and decodes its result. Waits while the
+    /// pool queue is full.
     ///
     /// # Errors
     ///
     /// [`CallError`]: the function's own error, a panic, an unknown function,
-    /// a timeout, a lost worker (naming its exit code or signal), or a payload
-    /// that does not encode or decode.
+    /// a timeout, a lost worker (naming its exit code or signal), a stopped
+    /// pool, or a payload that does not encode or decode.
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future sends `CANCEL` for the call to its worker.
+    /// Dropping the future withdraws a queued call, or sends `CANCEL` for a
+    /// running one to its worker.
     pub async fn call<A, R>(&self, function: &str, args: &A) -> Result<R, CallError>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let started = Instant::now();
-        let result = self.call_inner(function, args).await;
-        self.inner.counters.record(&result, started.elapsed());
-        result
+        self.call_with(function, args, &CallOptions::default())
+            .await
     }
 
-    async fn call_inner<A, R>(&self, function: &str, args: &A) -> Result<R, CallError>
+    /// Like [`call`](Self::call) with per-call options: a timeout, a
+    /// cancellation token, retries.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call), plus [`CallError::Cancelled`] when the token fires.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    pub async fn call_with<A, R>(
+        &self,
+        function: &str,
+        args: &A,
+        options: &CallOptions,
+    ) -> Result<R, CallError>
     where
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        // The timeout covers the whole call, waiting for a free worker included.
-        let limit = self.inner.config.call_timeout;
-        let deadline = limit.map(|d| Instant::now() + d);
-        let worker = match deadline {
-            None => self.route_wait(function).await?,
-            Some(at) => match tokio::time::timeout_at(at, self.route_wait(function)).await {
-                Ok(routed) => routed?,
-                Err(_) => {
-                    // Never sent: no call id was assigned yet.
-                    return Err(CallError::TimedOut {
-                        function: function.to_owned(),
-                        call_id: 0,
-                        timeout: limit.unwrap_or_default(),
-                    });
-                }
-            },
+        let result = match self.encode(function, args) {
+            Ok(payload) => self
+                .send_raw(
+                    Arc::from(function),
+                    payload,
+                    false,
+                    Vec::new(),
+                    options,
+                    true,
+                )
+                .await
+                .and_then(|bytes| self.decode(function, &bytes)),
+            Err(e) => Err(e),
         };
-        let payload_err = |source| CallError::Payload {
-            function: function.to_owned(),
-            source,
-        };
-        let payload = worker.encoding.encode(args).map_err(payload_err)?;
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (reply, answer) = oneshot::channel();
-        let lost = |exit: String| CallError::WorkerLost {
-            pid: worker.pid,
-            call_id: id,
-            exit,
-        };
-        let cmd = Command::Call {
-            id,
-            function: function.to_owned(),
-            payload,
-            reply,
-        };
-        if worker.tx.send(cmd).is_err() {
-            return Err(lost("exited".to_owned()));
-        }
-        let mut pending = PendingCall {
-            worker: &worker,
-            id,
-            answered: false,
-        };
-        let answer = match (deadline, limit) {
-            (Some(at), Some(limit)) => match tokio::time::timeout_at(at, answer).await {
-                Ok(answer) => answer,
-                Err(_) => {
-                    pending.answered = true;
-                    let _ = worker.tx.send(Command::Cancel {
-                        id,
-                        kill_after: Some(self.inner.config.cancel_grace),
-                    });
-                    return Err(CallError::TimedOut {
-                        function: function.to_owned(),
-                        call_id: id,
-                        timeout: limit,
-                    });
-                }
-            },
-            _ => answer.await,
-        };
-        pending.answered = true;
-        match answer {
-            Ok(Reply::Value(bytes)) => worker.encoding.decode(&bytes).map_err(payload_err),
-            Ok(Reply::Error(e)) => Err(match e.kind {
-                ErrorKind::Failed => CallError::Failed {
-                    function: function.to_owned(),
-                    message: e.message,
-                    data: e.data,
-                },
-                ErrorKind::Panicked => CallError::Panicked {
-                    function: function.to_owned(),
-                    message: e.message,
-                },
-                ErrorKind::UnknownFunction => CallError::UnknownFunction(function.to_owned()),
-                ErrorKind::BadArgs => CallError::BadArgs {
-                    function: function.to_owned(),
-                    message: e.message,
-                },
-                _ => CallError::Worker {
-                    function: function.to_owned(),
-                    message: e.message,
-                },
-            }),
-            Ok(Reply::Lost(exit)) => Err(lost(exit)),
-            Err(_) => Err(lost("connection ended".to_owned())),
-        }
+        self.inner.counters.record(&result);
+        result
     }
 
-    /// The live worker serving `function` with the fewest calls in flight;
-    /// its count goes up now, so a burst spreads.
-    fn route(&self, function: &str) -> Result<Option<InFlight>, CallError> {
-        let workers = self
-            .inner
-            .workers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut any_alive = false;
-        let mut serves = false;
-        let mut best: Option<&Arc<WorkerHandle>> = None;
-        for w in workers.iter() {
-            if !w.alive.load(Ordering::Acquire) {
-                continue;
-            }
-            any_alive = true;
-            if !w.functions.contains(function) {
-                continue;
-            }
-            serves = true;
-            let load = w.in_flight.load(Ordering::Relaxed);
-            if load >= w.concurrency {
-                continue; // at the concurrency it announced
-            }
-            if best.is_none_or(|b| load < b.in_flight.load(Ordering::Relaxed)) {
-                best = Some(w);
-            }
-        }
-        match best {
-            Some(w) => {
-                w.in_flight.fetch_add(1, Ordering::Relaxed);
-                Ok(Some(InFlight(Arc::clone(w), Arc::clone(&self.inner))))
-            }
-            None if serves => Ok(None),
-            None if any_alive => Err(CallError::UnknownFunction(function.to_owned())),
-            None => match *self
-                .inner
-                .crash_loop
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-            {
-                Some((restarts, window)) => Err(CallError::CrashLoop { restarts, window }),
-                None => Err(CallError::NoWorkers),
-            },
-        }
-    }
-
-    /// Like `route`, waiting while every worker serving `function` is at its
-    /// concurrency (a slot frees when a call ends, a worker is replaced or dies).
-    async fn route_wait(&self, function: &str) -> Result<InFlight, CallError> {
-        let mut waiting: Option<WaitingGuard<'_>> = None;
-        loop {
-            let freed = self.inner.slot_freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if let Some(slot) = self.route(function)? {
-                return Ok(slot);
-            }
-            if waiting.is_none() {
-                self.inner.counters.queued.fetch_add(1, Ordering::Relaxed);
-                waiting = Some(WaitingGuard(&self.inner.counters));
-            }
-            freed.await;
-        }
-    }
-
-    /// A snapshot of the pool's workers, waiting calls, outcomes and latency.
-    pub fn stats(&self) -> ProcessPoolStats {
-        let workers = self
-            .inner
-            .workers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let live: Vec<_> = workers
-            .iter()
-            .filter(|w| w.alive.load(Ordering::Acquire))
-            .collect();
-        let busy = live
-            .iter()
-            .filter(|w| w.in_flight.load(Ordering::Relaxed) > 0)
-            .count();
-        self.inner.counters.snapshot(live.len(), busy)
-    }
-
-    /// Process ids of the live workers.
-    pub fn worker_pids(&self) -> Vec<u32> {
-        self.inner
-            .workers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter(|w| w.alive.load(Ordering::Acquire))
-            .map(|w| w.pid)
-            .collect()
-    }
-
-    /// Stops every worker: no new calls are sent, calls in flight finish,
-    /// then each worker gets `SHUTDOWN`, and is killed if it has not exited
-    /// within the stop timeout. Dead workers are no longer replaced. Returns
-    /// when every worker process is reaped.
+    /// Like [`call`](Self::call), but fails with [`CallError::QueueFull`] at
+    /// once instead of waiting when the pool queue is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call), plus [`CallError::QueueFull`].
     ///
     /// # Cancel safety
     ///
-    /// If dropped, the workers still stop (their connection tasks carry on).
-    pub async fn stop(&self) {
-        self.inner.stopping.store(true, Ordering::Release);
-        let mut tasks = Vec::new();
-        let workers: Vec<_> = self
-            .inner
-            .workers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        for w in &workers {
-            let _ = w.tx.send(Command::Shutdown);
-            if let Some(task) = w.task.lock().unwrap_or_else(PoisonError::into_inner).take() {
-                tasks.push(task);
-            }
-        }
-        for task in tasks {
-            let _ = task.await;
-        }
+    /// As [`call`](Self::call).
+    pub async fn try_call<A, R>(&self, function: &str, args: &A) -> Result<R, CallError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let result = match self.encode(function, args) {
+            Ok(payload) => self
+                .send_raw(
+                    Arc::from(function),
+                    payload,
+                    false,
+                    Vec::new(),
+                    &CallOptions::default(),
+                    false,
+                )
+                .await
+                .and_then(|bytes| self.decode(function, &bytes)),
+            Err(e) => Err(e),
+        };
+        self.inner.counters.record(&result);
+        result
     }
-}
 
-/// Replaces workers that die, within the restart budget.
-async fn supervise(pool: Weak<Inner>, mut exits: mpsc::UnboundedReceiver<u32>) {
-    let mut restarts: VecDeque<Instant> = VecDeque::new();
-    let mut failures = 0u32;
-    while let Some(pid) = exits.recv().await {
-        let Some(inner) = pool.upgrade() else { return };
-        inner
-            .workers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|w| w.pid != pid);
-        // Waiting calls must look again: their worker may be gone (NoWorkers, CrashLoop).
-        inner.slot_freed.notify_waiters();
-        loop {
-            if inner.stopping.load(Ordering::Acquire) {
-                break;
-            }
-            let live = inner
-                .workers
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .len();
-            if live >= inner.config.workers {
-                break;
-            }
-            let now = Instant::now();
-            let window = inner.config.restart_window;
-            while restarts
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > window)
-            {
-                restarts.pop_front();
-            }
-            if restarts.len() >= inner.config.max_restarts {
-                tracing::error!(
-                    restarts = restarts.len(),
-                    ?window,
-                    "worker restart budget exhausted; not replacing workers"
-                );
-                *inner
-                    .crash_loop
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some((restarts.len(), window));
-                break;
-            }
-            restarts.push_back(now);
-            match worker::start(&inner.config, inner.exits.clone()).await {
-                Ok(w) => {
-                    failures = 0;
-                    inner.counters.restarts.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(worker_pid = w.pid, replaced = pid, "worker replaced");
-                    inner
-                        .workers
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(Arc::new(w));
-                    inner.slot_freed.notify_waiters();
-                }
-                Err(e) => {
-                    // Back off: 100 ms doubling to 5 s between failed starts.
-                    failures += 1;
-                    let delay =
-                        Duration::from_millis(100) * 2u32.saturating_pow(failures.min(6) - 1);
-                    tracing::warn!(error = %e, ?delay, "starting a replacement worker failed");
-                    tokio::time::sleep(delay.min(Duration::from_secs(5))).await;
-                }
-            }
-        }
+    /// Like [`call`](Self::call), passing open file descriptors with the call
+    /// (Unix; `CALL_FDS` in `docs/protocol.md`): a socket accepted here and
+    /// served by a worker, a file, a pipe. The worker gets its own copies; the
+    /// pool closes these once they are sent. Only workers that accept
+    /// descriptors take the call.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: workcrew::process::ProcessPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let (conn, _) = listener.accept()?;
+    /// let served: u64 = pool.call_with_fds("serve", &(), vec![conn.into()]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call), plus [`CallError::NoFdPassing`] if no worker
+    /// serving the function accepts descriptors.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call); the descriptors of a withdrawn call are closed.
+    pub async fn call_with_fds<A, R>(
+        &self,
+        function: &str,
+        args: &A,
+        fds: Vec<OwnedFd>,
+    ) -> Result<R, CallError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let function: Arc<str> = Arc::from(function);
+        let result = match self.encode(&function, args) {
+            Ok(payload) => self
+                .send_raw(
+                    Arc::clone(&function),
+                    payload,
+                    false,
+                    fds,
+                    &CallOptions::default(),
+                    true,
+                )
+                .await
+                .and_then(|bytes| self.decode(&function, &bytes)),
+            Err(e) => Err(e),
+        };
+        self.inner.counters.record(&result);
+        result
     }
-}
 
-/// Counts a call as waiting for a slot until it has one (or gives up).
-struct WaitingGuard<'a>(&'a Counters);
-
-impl Drop for WaitingGuard<'_> {
-    fn drop(&mut self) {
-        self.0.queued.fetch_sub(1, Ordering::Relaxed);
+    /// A typed handle for one function: no name to repeat, types checked once.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: workcrew::process::ProcessPool) -> Result<(), workcrew::process::CallError> {
+    /// let square = pool.function::<u64, u64>("square");
+    /// assert_eq!(square.call(&7).await?, 49);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn function<A, R>(&self, name: &str) -> Function<A, R>
+    where
+        A: Serialize,
+        R: DeserializeOwned,
+    {
+        Function::new(self.clone(), Arc::from(name))
     }
-}
 
-/// Counts a call against its worker until it ends, then lets a waiting call in.
-struct InFlight(Arc<WorkerHandle>, Arc<Inner>);
-
-impl std::ops::Deref for InFlight {
-    type Target = WorkerHandle;
-
-    fn deref(&self) -> &WorkerHandle {
-        &self.0
+    pub(crate) fn decode<R: DeserializeOwned>(
+        &self,
+        function: &str,
+        bytes: &[u8],
+    ) -> Result<R, CallError> {
+        self.inner
+            .encoding
+            .decode(bytes)
+            .map_err(|source| CallError::Payload {
+                function: function.to_owned(),
+                source,
+            })
     }
-}
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.1.slot_freed.notify_one();
+    pub(crate) fn encode<A: Serialize + ?Sized>(
+        &self,
+        function: &str,
+        args: &A,
+    ) -> Result<Bytes, CallError> {
+        self.inner
+            .encoding
+            .encode(args)
+            .map_err(|source| CallError::Payload {
+                function: function.to_owned(),
+                source,
+            })
     }
-}
 
-/// Sends `CANCEL` for a call whose caller went away before its answer.
-struct PendingCall<'a> {
-    worker: &'a WorkerHandle,
-    id: u64,
-    answered: bool,
-}
+    /// One call, up to its raw answer. `many`: a `CALL_MANY` of a sequence.
+    /// `wait_for_room`: wait while the queue is full (else `QueueFull`).
+    pub(crate) async fn call_raw<A: Serialize + ?Sized>(
+        &self,
+        function: Arc<str>,
+        args: &A,
+        many: bool,
+        options: &CallOptions,
+        wait_for_room: bool,
+    ) -> Result<Bytes, CallError> {
+        let payload = self.encode(&function, args)?;
+        self.send_raw(function, payload, many, Vec::new(), options, wait_for_room)
+            .await
+    }
 
-impl Drop for PendingCall<'_> {
-    fn drop(&mut self) {
-        if !self.answered {
-            let _ = self.worker.tx.send(Command::Cancel {
-                id: self.id,
-                kill_after: None,
+    pub(crate) async fn send_raw(
+        &self,
+        function: Arc<str>,
+        payload: Bytes,
+        many: bool,
+        fds: Vec<OwnedFd>,
+        options: &CallOptions,
+        wait_for_room: bool,
+    ) -> Result<Bytes, CallError> {
+        let inner = &*self.inner;
+        let started = Instant::now();
+        let timeout = options.timeout.or(inner.config.call_timeout);
+        let deadline = timeout.map(|d| started + d);
+        let size = 4 + 9 + 3 + function.len() + payload.len();
+        if fds.len() > crate::protocol::MAX_FDS || (many && !fds.is_empty()) {
+            return Err(CallError::Worker {
+                function: function.to_string(),
+                message: format!(
+                    "a call carries 1 to {} file descriptors, got {}",
+                    crate::protocol::MAX_FDS,
+                    fds.len()
+                ),
+                data: None,
             });
         }
+        if size - 4 > inner.config.max_frame {
+            return Err(CallError::TooLarge {
+                function: function.to_string(),
+                size,
+                max: inner.config.max_frame,
+            });
+        }
+        let id = inner.next_call.fetch_add(1, Ordering::Relaxed);
+        let retries_left = options
+            .retries
+            .or_else(|| inner.config.retries.get(&*function).copied())
+            .unwrap_or(0);
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            id,
+            function: Arc::clone(&function),
+            payload,
+            many,
+            retries_left,
+            fds,
+            started,
+            reply,
+        };
+        let timed_out = || CallError::TimedOut {
+            function: function.to_string(),
+            call_id: id,
+            timeout: timeout.unwrap_or_default(),
+        };
+        let cancelled = || CallError::Cancelled {
+            function: function.to_string(),
+            call_id: id,
+        };
+        // Route or queue it; waiting for room in a full queue is the rare,
+        // slow path, boxed so it does not grow every call's future.
+        match inner.submit(job) {
+            Ok(()) => {}
+            Err(Rejected::Failed(e)) => return Err(e),
+            Err(Rejected::Full(_)) if !wait_for_room => return Err(CallError::QueueFull),
+            Err(Rejected::Full(back)) => {
+                Box::pin(self.wait_for_room(back, deadline, options))
+                    .await
+                    .map_err(|gave_up| match gave_up {
+                        GaveUp::Timeout => timed_out(),
+                        GaveUp::Token => cancelled(),
+                        GaveUp::Failed(e) => e,
+                    })?;
+            }
+        }
+        let mut guard = CancelOnDrop {
+            pool: inner,
+            id,
+            armed: true,
+        };
+        let answer = if deadline.is_none() && options.token.is_none() {
+            answer.await
+        } else {
+            match Box::pin(answer_or_give_up(answer, deadline, options)).await {
+                Ok(answer) => answer,
+                Err(gave_up) => {
+                    guard.armed = false;
+                    return Err(match gave_up {
+                        GaveUp::Timeout => {
+                            inner.cancel(id, Some(inner.config.cancel_grace));
+                            timed_out()
+                        }
+                        GaveUp::Token => {
+                            inner.cancel(id, None);
+                            cancelled()
+                        }
+                        GaveUp::Failed(e) => e,
+                    });
+                }
+            }
+        };
+        guard.armed = false;
+        match answer {
+            Ok(Reply::Value(bytes)) => Ok(bytes),
+            Ok(Reply::Error(mut e)) => {
+                let function = function.to_string();
+                // A `CALL_MANY` error names its failing item and carries the
+                // item's own data inside (`docs/protocol.md`).
+                let item = if many {
+                    let index = e
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get("index"))
+                        .and_then(serde_json::Value::as_u64);
+                    if index.is_some() {
+                        e.data = e
+                            .data
+                            .take()
+                            .and_then(|mut d| d.get_mut("data").map(serde_json::Value::take))
+                            .filter(|d| !d.is_null());
+                    }
+                    index
+                } else {
+                    None
+                };
+                let error = match e.kind {
+                    ErrorKind::Failed => CallError::Failed {
+                        function,
+                        message: e.message,
+                        data: e.data,
+                    },
+                    ErrorKind::Panicked => CallError::Panicked {
+                        function,
+                        message: e.message,
+                    },
+                    ErrorKind::UnknownFunction => CallError::UnknownFunction(function),
+                    ErrorKind::BadArgs => CallError::BadArgs {
+                        function,
+                        message: e.message,
+                    },
+                    _ => CallError::Worker {
+                        function,
+                        message: e.message,
+                        data: e.data,
+                    },
+                };
+                Err(match item {
+                    Some(index) => CallError::Item {
+                        index: usize::try_from(index).unwrap_or(usize::MAX),
+                        source: Box::new(error),
+                    },
+                    None => error,
+                })
+            }
+            Ok(Reply::Lost { pid, exit }) => Err(CallError::WorkerLost {
+                pid,
+                call_id: id,
+                exit,
+            }),
+            Ok(Reply::Refused(e)) => Err(e),
+            Err(_) => Err(CallError::NoWorkers),
+        }
+    }
+
+    /// Submits `job` again each time the queue has room, until it is taken.
+    async fn wait_for_room(
+        &self,
+        mut job: Job,
+        deadline: Option<Instant>,
+        options: &CallOptions,
+    ) -> Result<(), GaveUp> {
+        let inner = &*self.inner;
+        let _waiting = RoomWaiter::new(&inner.room_waiters);
+        loop {
+            let room = inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match inner.submit(job) {
+                Ok(()) => return Ok(()),
+                Err(Rejected::Failed(e)) => return Err(GaveUp::Failed(e)),
+                Err(Rejected::Full(back)) => job = back,
+            }
+            tokio::select! {
+                biased;
+                () = &mut room => {}
+                () = sleep_until_opt(deadline) => return Err(GaveUp::Timeout),
+                () = cancelled_opt(options) => return Err(GaveUp::Token),
+            }
+        }
+    }
+
+    /// A snapshot of the pool's workers, queue, outcomes and latency.
+    pub fn stats(&self) -> ProcessPoolStats {
+        let st = self.inner.lock();
+        let live = st.workers.len();
+        let busy = st.workers.iter().filter(|w| w.in_flight > 0).count();
+        let queued = st.queue.iter().filter(|j| !j.abandoned()).count();
+        let starting = st.starting;
+        drop(st);
+        self.inner.counters.snapshot(live, busy, queued, starting)
+    }
+
+    /// Events of the pool's workers (spawned, ready, exited, recycled, calls
+    /// retried, stopped). The stream ends after [`ProcessEvent::Stopped`].
+    /// Events are not kept for a subscriber that falls behind: it gets
+    /// [`ProcessEvent::Lagged`] instead.
+    pub fn events(&self) -> impl Stream<Item = ProcessEvent> + Send + Unpin + 'static {
+        self.inner.events.subscribe()
+    }
+
+    /// Process ids of the live workers, in start order.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.inner
+            .lock()
+            .workers
+            .iter()
+            .map(|w| w.handle.pid)
+            .collect()
+    }
+
+    /// Replaces every worker with a new generation started by the same
+    /// command. See [`reload`](Self::reload).
+    ///
+    /// # Errors
+    ///
+    /// As [`reload`](Self::reload).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`reload`](Self::reload).
+    pub async fn recycle(&self) -> Result<(), StartError> {
+        let command = self.inner.lock().command.clone();
+        self.reload(command).await
+    }
+
+    /// Hot reload: starts a new generation of workers with `command` (new
+    /// program, arguments, environment or directory), as many as are live now
+    /// (at least `min`, at least one); once all are ready, new calls go to
+    /// them, and the old workers finish the calls they hold and exit. No call
+    /// is lost. Returns when the old generation has exited. Replacements
+    /// started later use `command` too.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] if a new worker fails to start: the new generation is
+    /// discarded and the old one keeps serving, with its command.
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped before the new generation is ready, the workers started so
+    /// far are killed and reaped and the old generation stays; after that,
+    /// the reload completes on its own.
+    pub async fn reload(&self, command: WorkerCommand) -> Result<(), StartError> {
+        let inner = &self.inner;
+        let n = {
+            let st = inner.lock();
+            st.workers
+                .iter()
+                .filter(|w| w.retiring.is_none())
+                .count()
+                .max(inner.config.min_workers)
+                .max(1)
+        };
+        let started = start_generation(inner, &command, &[inner.encoding], n).await?;
+        let generation = {
+            let mut st = inner.lock();
+            st.generation += 1;
+            st.command = command;
+            st.generation
+        };
+        inner
+            .counters
+            .restarts
+            .fetch_add(started.len() as u64, Ordering::Relaxed);
+        for (id, s) in started {
+            register(inner, s, id, generation, false);
+        }
+        let old: Vec<_> = {
+            let mut st = inner.lock();
+            st.workers
+                .iter_mut()
+                .filter(|w| w.generation < generation && w.retiring.is_none())
+                .map(|w| {
+                    w.retiring = Some(RecycleReason::Reload);
+                    Arc::clone(&w.handle)
+                })
+                .collect()
+        };
+        for h in &old {
+            inner.retired(h, RecycleReason::Reload);
+        }
+        // Wait for the old generation to finish its calls and exit.
+        loop {
+            let settled = inner.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let gone = {
+                let st = inner.lock();
+                !st.workers.iter().any(|w| w.generation < generation)
+            };
+            if gone {
+                return Ok(());
+            }
+            settled.await;
+        }
+    }
+
+    /// Stops the pool gracefully: new calls fail with
+    /// [`CallError::Stopped`]; queued and running calls finish; then each
+    /// worker gets `SHUTDOWN`, and, if it has not exited within the stop
+    /// timeout, the stop signal, then `SIGKILL` one stop timeout later.
+    /// Returns when every call has settled and every worker is reaped. Calling
+    /// it again waits the same way.
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped, the pool still stops (new calls are refused, workers exit
+    /// when their calls are done).
+    pub async fn stop(&self) {
+        let inner = &self.inner;
+        inner.lock().stopping = true;
+        inner.supervisor.notify_one();
+        // Drain: nothing queued, nothing in flight (or no worker left to run it).
+        self.wait_until(|st| {
+            (st.queue.is_empty() && st.workers.iter().all(|w| w.in_flight == 0))
+                || (st.workers.is_empty() && st.starting == 0)
+        })
+        .await;
+        let handles: Vec<_> = inner
+            .lock()
+            .workers
+            .iter()
+            .map(|w| Arc::clone(&w.handle))
+            .collect();
+        for h in &handles {
+            h.shutdown.store(true, Ordering::Release);
+            h.wake.notify_one();
+        }
+        self.wait_until(|st| st.workers.is_empty() && st.starting == 0)
+            .await;
+        // Calls left over if every worker died during the drain.
+        inner.fail_queue(|| CallError::Stopped);
+        for h in handles {
+            let task = h
+                .task
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+        }
+        inner.events.send(ProcessEvent::Stopped);
+        inner.events.end();
+    }
+
+    async fn wait_until(&self, done: impl Fn(&State) -> bool) {
+        loop {
+            let settled = self.inner.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if done(&self.inner.lock()) {
+                return;
+            }
+            settled.await;
+        }
+    }
+}
+
+/// Why a caller stopped waiting.
+enum GaveUp {
+    Timeout,
+    Token,
+    Failed(CallError),
+}
+
+/// The answer, unless the deadline passes or the token fires first.
+async fn answer_or_give_up(
+    answer: oneshot::Receiver<Reply>,
+    deadline: Option<Instant>,
+    options: &CallOptions,
+) -> Result<Result<Reply, oneshot::error::RecvError>, GaveUp> {
+    tokio::select! {
+        biased;
+        answer = answer => Ok(answer),
+        () = sleep_until_opt(deadline) => Err(GaveUp::Timeout),
+        () = cancelled_opt(options) => Err(GaveUp::Token),
+    }
+}
+
+/// Counts a caller waiting for room in the queue.
+struct RoomWaiter<'a>(&'a AtomicUsize);
+
+impl<'a> RoomWaiter<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        RoomWaiter(count)
+    }
+}
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Withdraws a call whose caller went away before its answer.
+struct CancelOnDrop<'a> {
+    pool: &'a Shared,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.cancel(self.id, None);
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn cancelled_opt(options: &CallOptions) {
+    match &options.token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The process pool's statistics snapshot.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,37 +26,47 @@ pub struct ProcessPoolStats {
     pub lost: u64,
     /// Calls that timed out.
     pub timed_out: u64,
-    /// Workers started to replace dead ones.
+    /// Workers started after the first ones (replacements, growth, recycling).
     pub restarts: u64,
-    /// Time from `call` to its answer, for answered calls.
+    /// Calls sent again because their worker died (opt-in retries).
+    pub retried: u64,
+    /// Workers being started.
+    pub starting: usize,
+    /// Time from `call` to its answer, for calls a worker answered.
     pub latency: Percentiles,
 }
 
 /// The counters behind [`ProcessPoolStats`].
 pub(crate) struct Counters {
-    pub(crate) queued: AtomicUsize,
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) lost: AtomicU64,
     pub(crate) timed_out: AtomicU64,
     pub(crate) restarts: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    /// Starts since the supervisor last looked (they drive its backoff).
+    pub(crate) spawn_failures: AtomicU64,
+    pub(crate) spawn_successes: AtomicU64,
     pub(crate) latency: Mutex<Latency>,
 }
 
 impl Counters {
     pub(crate) fn new() -> Self {
         Counters {
-            queued: AtomicUsize::new(0),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            spawn_failures: AtomicU64::new(0),
+            spawn_successes: AtomicU64::new(0),
             latency: Mutex::new(Latency::new()),
         }
     }
 
-    pub(crate) fn record<T>(&self, result: &Result<T, super::CallError>, took: Duration) {
+    /// Counts a call's outcome (its latency is recorded by its connection).
+    pub(crate) fn record<T>(&self, result: &Result<T, super::CallError>) {
         match result {
             Ok(_) => {
                 self.completed.fetch_add(1, Ordering::Relaxed);
@@ -71,17 +81,32 @@ impl Counters {
                 }
             }
         }
-        self.latency
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .record(took);
     }
 
-    pub(crate) fn snapshot(&self, workers: usize, busy: usize) -> ProcessPoolStats {
+    /// Records call latencies, a batch under one lock.
+    pub(crate) fn record_latencies(&self, samples: &[Duration]) {
+        let mut latency = self
+            .latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for &d in samples {
+            latency.record(d);
+        }
+    }
+
+    pub(crate) fn snapshot(
+        &self,
+        workers: usize,
+        busy: usize,
+        queued: usize,
+        starting: usize,
+    ) -> ProcessPoolStats {
         ProcessPoolStats {
             workers,
             busy,
-            queued: self.queued.load(Ordering::Relaxed),
+            queued,
+            starting,
+            retried: self.retried.load(Ordering::Relaxed),
             completed: self.completed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),

@@ -1,0 +1,84 @@
+//! What happens to a process pool's workers, as a stream of events.
+
+/// An event from [`ProcessPool::events`](super::ProcessPool::events).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessEvent {
+    /// A worker process was started (not yet ready).
+    Spawned {
+        /// The pool's number for the worker (1, 2, ...).
+        worker: u64,
+        /// Its process id.
+        pid: u32,
+    },
+    /// A worker completed its handshake and takes calls.
+    Ready {
+        /// The pool's number for the worker.
+        worker: u64,
+        /// Its process id.
+        pid: u32,
+        /// The functions it serves.
+        functions: Vec<String>,
+    },
+    /// A worker could not be started.
+    SpawnFailed {
+        /// Why.
+        error: String,
+    },
+    /// A worker was told to stop after its calls, and why.
+    Recycled {
+        /// The pool's number for the worker.
+        worker: u64,
+        /// Its process id.
+        pid: u32,
+        /// Why it is replaced.
+        reason: RecycleReason,
+    },
+    /// A worker process ended.
+    Exited {
+        /// The pool's number for the worker.
+        worker: u64,
+        /// Its process id.
+        pid: u32,
+        /// Exit code or signal.
+        status: String,
+        /// Whether the pool meant it to stop (recycling, idle, stop).
+        expected: bool,
+        /// Calls it held that failed as lost.
+        lost_calls: usize,
+    },
+    /// A call whose worker died was sent again (it allows retries).
+    CallRetried {
+        /// The call.
+        call_id: u64,
+        /// Its function.
+        function: String,
+        /// Retries left after this one.
+        retries_left: u32,
+    },
+    /// The restart budget ran out: dead workers are no longer replaced.
+    CrashLoop {
+        /// Restarts within the window.
+        restarts: usize,
+    },
+    /// `stop` finished: every call settled, every worker reaped. The last event.
+    Stopped,
+    /// This subscriber fell behind and missed this many events.
+    Lagged(u64),
+}
+
+/// Why a worker was retired.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecycleReason {
+    /// It was sent the configured number of calls.
+    Calls,
+    /// Its resident memory passed the limit.
+    Memory,
+    /// It reached its maximum age.
+    Age,
+    /// It was idle past the idle timeout, above the minimum workers.
+    Idle,
+    /// `recycle()` or `reload()` replaced its generation.
+    Reload,
+}
