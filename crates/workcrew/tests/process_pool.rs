@@ -404,3 +404,34 @@ async fn stats_follow_queueing_outcomes_and_restarts() {
     pool.stop().await;
     assert!(all_gone(&before).await && all_gone(&after).await);
 }
+
+/// A TCP connection accepted by the pool's process is passed with a call and served by a
+/// worker (protocol section 3.10): the client reads the worker's greeting, then end of file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_connection_is_passed_to_a_worker_and_served_there() {
+    use std::io::Read;
+    let pool = pool(1).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let served: u32 = pool
+        .call_with_fds("greet_fd", "from a worker", vec![accepted.into()])
+        .await
+        .unwrap();
+    assert_eq!(served, 1);
+    let mut greeting = String::new();
+    client.read_to_string(&mut greeting).unwrap();
+    assert_eq!(greeting, "hello from a worker");
+    // A function that takes no descriptors refuses them; the pool goes on.
+    let (_, extra) = std::os::unix::net::UnixStream::pair().unwrap();
+    assert!(matches!(
+        pool.call_with_fds::<_, String>("echo", "x", vec![extra.into()])
+            .await,
+        Err(CallError::BadArgs { .. })
+    ));
+    let s: String = pool.call("echo", "still here").await.unwrap();
+    assert_eq!(s, "still here");
+    let pids = pool.worker_pids();
+    pool.stop().await;
+    assert!(all_gone(&pids).await);
+}
