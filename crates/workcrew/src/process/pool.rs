@@ -1,6 +1,7 @@
 //! The public pool handle: calls, recycling, stats, events, stop.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -114,13 +115,18 @@ impl ProcessPool {
     ///
     /// Dropping the future withdraws a queued call, or sends `CANCEL` for a
     /// running one to its worker.
-    pub async fn call<A, R>(&self, function: &str, args: &A) -> Result<R, CallError>
+    pub fn call<'a, A, R>(
+        &'a self,
+        function: &'a str,
+        args: &'a A,
+    ) -> impl Future<Output = Result<R, CallError>> + 'a
     where
         A: Serialize + ?Sized,
-        R: DeserializeOwned,
+        R: DeserializeOwned + 'a,
     {
-        self.call_with(function, args, &CallOptions::default())
-            .await
+        // Not an `async fn` wrapping `call_with`: that would nest one future
+        // in another, and every call in flight carries its future.
+        self.call_with(function, args, &NO_OPTIONS)
     }
 
     /// Like [`call`](Self::call) with per-call options: a timeout, a
@@ -306,6 +312,9 @@ impl ProcessPool {
             .await
     }
 
+    /// Sends one encoded call and waits for its raw answer. The fast path —
+    /// routed or queued at once, no deadline, no token — awaits only the
+    /// answer, so a call's future stays small; the rest is boxed.
     pub(crate) async fn send_raw(
         &self,
         function: Arc<str>,
@@ -315,10 +324,48 @@ impl ProcessPool {
         options: &CallOptions,
         wait_for_room: bool,
     ) -> Result<Bytes, CallError> {
+        let (id, started, answer) = match self.enqueue(&function, payload, many, fds, options)? {
+            Enqueued::Taken(id, started, answer) => (id, started, answer),
+            Enqueued::Full(..) if !wait_for_room => return Err(CallError::QueueFull),
+            Enqueued::Full(job, answer) => {
+                let (id, started) = (job.id, job.started);
+                Box::pin(self.wait_for_room(job, options)).await?;
+                (id, started, answer)
+            }
+        };
+        let mut guard = CancelOnDrop {
+            pool: &self.inner,
+            id,
+            armed: true,
+        };
+        let answer = if options.timeout.is_none()
+            && self.inner.config.call_timeout.is_none()
+            && options.token.is_none()
+        {
+            answer.await
+        } else {
+            let waited =
+                Box::pin(self.answer_or_give_up(answer, &function, id, started, options)).await;
+            if waited.is_err() {
+                guard.armed = false;
+            }
+            waited?
+        };
+        guard.armed = false;
+        answer_of(answer, &function, id, many)
+    }
+
+    /// Checks and submits a call (routed, queued, or given back when the
+    /// queue is full, with the receiver of its answer).
+    fn enqueue(
+        &self,
+        function: &Arc<str>,
+        payload: Bytes,
+        many: bool,
+        fds: Vec<OwnedFd>,
+        options: &CallOptions,
+    ) -> Result<Enqueued, CallError> {
         let inner = &*self.inner;
-        let started = Instant::now();
-        let timeout = options.timeout.or(inner.config.call_timeout);
-        let deadline = timeout.map(|d| started + d);
         let size = 4 + 9 + 3 + function.len() + payload.len();
         if fds.len() > crate::protocol::MAX_FDS || (many && !fds.is_empty()) {
             return Err(CallError::Worker {
@@ -339,14 +386,16 @@ impl ProcessPool {
             });
         }
         let id = inner.next_call.fetch_add(1, Ordering::Relaxed);
-        let retries_left = options
-            .retries
-            .or_else(|| inner.config.retries.get(&*function).copied())
-            .unwrap_or(0);
+        let started = Instant::now();
+        let retries_left = match options.retries {
+            Some(n) => n,
+            None if inner.config.retries.is_empty() => 0,
+            None => inner.config.retries.get(&**function).copied().unwrap_or(0),
+        };
         let (reply, answer) = oneshot::channel();
         let job = Job {
             id,
-            function: Arc::clone(&function),
+            function: Arc::clone(function),
             payload,
             many,
             retries_left,
@@ -354,128 +403,20 @@ impl ProcessPool {
             started,
             reply,
         };
-        let timed_out = || CallError::TimedOut {
-            function: function.to_string(),
-            call_id: id,
-            timeout: timeout.unwrap_or_default(),
-        };
-        let cancelled = || CallError::Cancelled {
-            function: function.to_string(),
-            call_id: id,
-        };
-        // Route or queue it; waiting for room in a full queue is the rare,
-        // slow path, boxed so it does not grow every call's future.
         match inner.submit(job) {
-            Ok(()) => {}
-            Err(Rejected::Failed(e)) => return Err(e),
-            Err(Rejected::Full(_)) if !wait_for_room => return Err(CallError::QueueFull),
-            Err(Rejected::Full(back)) => {
-                Box::pin(self.wait_for_room(back, deadline, options))
-                    .await
-                    .map_err(|gave_up| match gave_up {
-                        GaveUp::Timeout => timed_out(),
-                        GaveUp::Token => cancelled(),
-                        GaveUp::Failed(e) => e,
-                    })?;
-            }
-        }
-        let mut guard = CancelOnDrop {
-            pool: inner,
-            id,
-            armed: true,
-        };
-        let answer = if deadline.is_none() && options.token.is_none() {
-            answer.await
-        } else {
-            match Box::pin(answer_or_give_up(answer, deadline, options)).await {
-                Ok(answer) => answer,
-                Err(gave_up) => {
-                    guard.armed = false;
-                    return Err(match gave_up {
-                        GaveUp::Timeout => {
-                            inner.cancel(id, Some(inner.config.cancel_grace));
-                            timed_out()
-                        }
-                        GaveUp::Token => {
-                            inner.cancel(id, None);
-                            cancelled()
-                        }
-                        GaveUp::Failed(e) => e,
-                    });
-                }
-            }
-        };
-        guard.armed = false;
-        match answer {
-            Ok(Reply::Value(bytes)) => Ok(bytes),
-            Ok(Reply::Error(mut e)) => {
-                let function = function.to_string();
-                // A `CALL_MANY` error names its failing item and carries the
-                // item's own data inside (`docs/protocol.md`).
-                let item = if many {
-                    let index = e
-                        .data
-                        .as_ref()
-                        .and_then(|d| d.get("index"))
-                        .and_then(serde_json::Value::as_u64);
-                    if index.is_some() {
-                        e.data = e
-                            .data
-                            .take()
-                            .and_then(|mut d| d.get_mut("data").map(serde_json::Value::take))
-                            .filter(|d| !d.is_null());
-                    }
-                    index
-                } else {
-                    None
-                };
-                let error = match e.kind {
-                    ErrorKind::Failed => CallError::Failed {
-                        function,
-                        message: e.message,
-                        data: e.data,
-                    },
-                    ErrorKind::Panicked => CallError::Panicked {
-                        function,
-                        message: e.message,
-                    },
-                    ErrorKind::UnknownFunction => CallError::UnknownFunction(function),
-                    ErrorKind::BadArgs => CallError::BadArgs {
-                        function,
-                        message: e.message,
-                    },
-                    _ => CallError::Worker {
-                        function,
-                        message: e.message,
-                        data: e.data,
-                    },
-                };
-                Err(match item {
-                    Some(index) => CallError::Item {
-                        index: usize::try_from(index).unwrap_or(usize::MAX),
-                        source: Box::new(error),
-                    },
-                    None => error,
-                })
-            }
-            Ok(Reply::Lost { pid, exit }) => Err(CallError::WorkerLost {
-                pid,
-                call_id: id,
-                exit,
-            }),
-            Ok(Reply::Refused(e)) => Err(e),
-            Err(_) => Err(CallError::NoWorkers),
+            Ok(()) => Ok(Enqueued::Taken(id, started, answer)),
+            Err(Rejected::Failed(e)) => Err(e),
+            Err(Rejected::Full(job)) => Ok(Enqueued::Full(job, answer)),
         }
     }
 
     /// Submits `job` again each time the queue has room, until it is taken.
-    async fn wait_for_room(
-        &self,
-        mut job: Job,
-        deadline: Option<Instant>,
-        options: &CallOptions,
-    ) -> Result<(), GaveUp> {
+    async fn wait_for_room(&self, mut job: Job, options: &CallOptions) -> Result<(), CallError> {
         let inner = &*self.inner;
+        let id = job.id;
+        let timeout = options.timeout.or(inner.config.call_timeout);
+        let deadline = timeout.map(|d| job.started + d);
+        let function = Arc::clone(&job.function);
         let _waiting = RoomWaiter::new(&inner.room_waiters);
         loop {
             let room = inner.room.notified();
@@ -483,14 +424,57 @@ impl ProcessPool {
             room.as_mut().enable();
             match inner.submit(job) {
                 Ok(()) => return Ok(()),
-                Err(Rejected::Failed(e)) => return Err(GaveUp::Failed(e)),
+                Err(Rejected::Failed(e)) => return Err(e),
                 Err(Rejected::Full(back)) => job = back,
             }
             tokio::select! {
                 biased;
                 () = &mut room => {}
-                () = sleep_until_opt(deadline) => return Err(GaveUp::Timeout),
-                () = cancelled_opt(options) => return Err(GaveUp::Token),
+                () = sleep_until_opt(deadline) => return Err(CallError::TimedOut {
+                    function: function.to_string(),
+                    call_id: id,
+                    timeout: timeout.unwrap_or_default(),
+                }),
+                () = cancelled_opt(options) => return Err(CallError::Cancelled {
+                    function: function.to_string(),
+                    call_id: id,
+                }),
+            }
+        }
+    }
+
+    /// The answer, unless the deadline passes or the token fires first; then
+    /// the worker is told to cancel (and is killed after the grace if it was
+    /// a timeout).
+    async fn answer_or_give_up(
+        &self,
+        answer: oneshot::Receiver<Reply>,
+        function: &str,
+        id: u64,
+        started: Instant,
+        options: &CallOptions,
+    ) -> Result<Result<Reply, oneshot::error::RecvError>, CallError> {
+        let inner = &*self.inner;
+        let timeout = options.timeout.or(inner.config.call_timeout);
+        // The deadline counts from the call's start, waiting included.
+        let deadline = timeout.map(|d| started + d);
+        tokio::select! {
+            biased;
+            answer = answer => Ok(answer),
+            () = sleep_until_opt(deadline) => {
+                inner.cancel(id, Some(inner.config.cancel_grace));
+                Err(CallError::TimedOut {
+                    function: function.to_owned(),
+                    call_id: id,
+                    timeout: timeout.unwrap_or_default(),
+                })
+            }
+            () = cancelled_opt(options) => {
+                inner.cancel(id, None);
+                Err(CallError::Cancelled {
+                    function: function.to_owned(),
+                    call_id: id,
+                })
             }
         }
     }
@@ -673,24 +657,87 @@ impl ProcessPool {
     }
 }
 
-/// Why a caller stopped waiting.
-enum GaveUp {
-    Timeout,
-    Token,
-    Failed(CallError),
+/// The options of a plain `call`.
+static NO_OPTIONS: CallOptions = CallOptions {
+    timeout: None,
+    token: None,
+    retries: None,
+};
+
+/// What `enqueue` did with a call.
+enum Enqueued {
+    /// Routed or queued: its id, start, and the receiver of its answer.
+    Taken(u64, Instant, oneshot::Receiver<Reply>),
+    /// The queue is full: the call, given back, and its answer's receiver.
+    Full(Job, oneshot::Receiver<Reply>),
 }
 
-/// The answer, unless the deadline passes or the token fires first.
-async fn answer_or_give_up(
-    answer: oneshot::Receiver<Reply>,
-    deadline: Option<Instant>,
-    options: &CallOptions,
-) -> Result<Result<Reply, oneshot::error::RecvError>, GaveUp> {
-    tokio::select! {
-        biased;
-        answer = answer => Ok(answer),
-        () = sleep_until_opt(deadline) => Err(GaveUp::Timeout),
-        () = cancelled_opt(options) => Err(GaveUp::Token),
+/// A call's result from its answer.
+fn answer_of(
+    answer: Result<Reply, oneshot::error::RecvError>,
+    function: &str,
+    id: u64,
+    many: bool,
+) -> Result<Bytes, CallError> {
+    match answer {
+        Ok(Reply::Value(bytes)) => Ok(bytes),
+        Ok(Reply::Error(mut e)) => {
+            let function = function.to_owned();
+            // A `CALL_MANY` error names its failing item and carries the
+            // item's own data inside (`docs/protocol.md`).
+            let item = if many {
+                let index = e
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("index"))
+                    .and_then(serde_json::Value::as_u64);
+                if index.is_some() {
+                    e.data = e
+                        .data
+                        .take()
+                        .and_then(|mut d| d.get_mut("data").map(serde_json::Value::take))
+                        .filter(|d| !d.is_null());
+                }
+                index
+            } else {
+                None
+            };
+            let error = match e.kind {
+                ErrorKind::Failed => CallError::Failed {
+                    function,
+                    message: e.message,
+                    data: e.data,
+                },
+                ErrorKind::Panicked => CallError::Panicked {
+                    function,
+                    message: e.message,
+                },
+                ErrorKind::UnknownFunction => CallError::UnknownFunction(function),
+                ErrorKind::BadArgs => CallError::BadArgs {
+                    function,
+                    message: e.message,
+                },
+                _ => CallError::Worker {
+                    function,
+                    message: e.message,
+                    data: e.data,
+                },
+            };
+            Err(match item {
+                Some(index) => CallError::Item {
+                    index: usize::try_from(index).unwrap_or(usize::MAX),
+                    source: Box::new(error),
+                },
+                None => error,
+            })
+        }
+        Ok(Reply::Lost { pid, exit }) => Err(CallError::WorkerLost {
+            pid,
+            call_id: id,
+            exit,
+        }),
+        Ok(Reply::Refused(e)) => Err(e),
+        Err(_) => Err(CallError::NoWorkers),
     }
 }
 

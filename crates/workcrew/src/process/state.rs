@@ -33,6 +33,7 @@
 //! when pulled or taken from an outbox, and counted as answered at once.
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -89,7 +90,7 @@ pub(crate) struct WorkerHandle {
     /// The pool's number for it (1, 2, ...).
     pub(crate) id: u64,
     pub(crate) pid: u32,
-    pub(crate) functions: HashSet<String>,
+    pub(crate) functions: HashSet<String, BuildHasherDefault<NameHasher>>,
     /// It accepts `CALL_MANY`.
     pub(crate) batch: bool,
     /// It accepts `CALL_FDS`.
@@ -99,6 +100,29 @@ pub(crate) struct WorkerHandle {
     /// Set when the worker must finish its calls and exit.
     pub(crate) shutdown: AtomicBool,
     pub(crate) task: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// FNV-1a for function names: short keys, looked up on every routing, no
+/// need for SipHash's flood resistance (the names come from the workers).
+#[derive(Default)]
+pub(crate) struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }
 
 /// A live worker, as routing sees it.
