@@ -388,9 +388,10 @@ async fn stats_follow_queueing_outcomes_and_restarts() {
     assert_eq!((s.workers, s.busy, s.queued), (1, 0, 0));
     assert_eq!((s.completed, s.failed, s.timed_out, s.lost), (1, 3, 3, 0));
     // Latency counts calls a worker answered: the running call (answered
-    // `cancelled` after its timeout) and the echo; the two queued calls timed out
-    // unsent and were withdrawn.
-    assert_eq!(s.latency.count, 2);
+    // `cancelled` after its timeout) and the echo; a queued call that timed out
+    // unsent was withdrawn, but one may have been sent in the instant between the
+    // first answer and its own timeout (then it was answered `cancelled` too).
+    assert!((2..=4).contains(&s.latency.count), "{:?}", s.latency);
 
     let before = pool.worker_pids();
     assert!(pool

@@ -69,6 +69,7 @@ mod call;
 mod conn;
 mod error;
 mod events;
+mod future;
 mod pool;
 mod routing;
 mod spawn;

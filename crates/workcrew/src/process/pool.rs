@@ -6,23 +6,22 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use futures::stream::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{oneshot, Notify};
-use tokio::time::Instant;
+use tokio::sync::Notify;
 
 use super::builder::{Config, WorkerCommand};
 use super::call::{CallOptions, Function};
 use super::error::{CallError, StartError};
 use super::events::{ProcessEvent, RecycleReason};
+use super::future::{CallFuture, NO_OPTIONS};
 use super::routing::Router;
-use super::state::{Job, Rejected, Reply, Shared, State};
+use super::state::{Shared, State};
 use super::stats::{Counters, ProcessPoolStats};
 use super::supervisor::{self, register, start_generation};
 use crate::events::Hub;
-use crate::protocol::{Encoding, ErrorKind};
+use crate::protocol::Encoding;
 
 /// A pool of worker processes serving named functions.
 ///
@@ -121,12 +120,10 @@ impl ProcessPool {
         args: &'a A,
     ) -> impl Future<Output = Result<R, CallError>> + 'a
     where
-        A: Serialize + ?Sized,
+        A: Serialize + Sync + ?Sized,
         R: DeserializeOwned + 'a,
     {
-        // Not an `async fn` wrapping `call_with`: that would nest one future
-        // in another, and every call in flight carries its future.
-        self.call_with(function, args, &NO_OPTIONS)
+        CallFuture::new(self, function, args, &NO_OPTIONS)
     }
 
     /// Like [`call`](Self::call) with per-call options: a timeout, a
@@ -139,32 +136,17 @@ impl ProcessPool {
     /// # Cancel safety
     ///
     /// As [`call`](Self::call).
-    pub async fn call_with<A, R>(
-        &self,
-        function: &str,
-        args: &A,
-        options: &CallOptions,
-    ) -> Result<R, CallError>
+    pub fn call_with<'a, A, R>(
+        &'a self,
+        function: &'a str,
+        args: &'a A,
+        options: &'a CallOptions,
+    ) -> impl Future<Output = Result<R, CallError>> + 'a
     where
-        A: Serialize + ?Sized,
-        R: DeserializeOwned,
+        A: Serialize + Sync + ?Sized,
+        R: DeserializeOwned + 'a,
     {
-        let result = match self.encode(function, args) {
-            Ok(payload) => self
-                .send_raw(
-                    Arc::from(function),
-                    payload,
-                    false,
-                    Vec::new(),
-                    options,
-                    true,
-                )
-                .await
-                .and_then(|bytes| self.decode(function, &bytes)),
-            Err(e) => Err(e),
-        };
-        self.inner.counters.record(&result);
-        result
+        CallFuture::new(self, function, args, options)
     }
 
     /// Like [`call`](Self::call), but fails with [`CallError::QueueFull`] at
@@ -267,216 +249,6 @@ impl ProcessPool {
         R: DeserializeOwned,
     {
         Function::new(self.clone(), Arc::from(name))
-    }
-
-    pub(crate) fn decode<R: DeserializeOwned>(
-        &self,
-        function: &str,
-        bytes: &[u8],
-    ) -> Result<R, CallError> {
-        self.inner
-            .encoding
-            .decode(bytes)
-            .map_err(|source| CallError::Payload {
-                function: function.to_owned(),
-                source,
-            })
-    }
-
-    pub(crate) fn encode<A: Serialize + ?Sized>(
-        &self,
-        function: &str,
-        args: &A,
-    ) -> Result<Bytes, CallError> {
-        self.inner
-            .encoding
-            .encode(args)
-            .map_err(|source| CallError::Payload {
-                function: function.to_owned(),
-                source,
-            })
-    }
-
-    /// One call, up to its raw answer. `many`: a `CALL_MANY` of a sequence.
-    /// `wait_for_room`: wait while the queue is full (else `QueueFull`).
-    pub(crate) async fn call_raw<A: Serialize + ?Sized>(
-        &self,
-        function: Arc<str>,
-        args: &A,
-        many: bool,
-        options: &CallOptions,
-        wait_for_room: bool,
-    ) -> Result<Bytes, CallError> {
-        let payload = self.encode(&function, args)?;
-        self.send_raw(function, payload, many, Vec::new(), options, wait_for_room)
-            .await
-    }
-
-    /// Sends one encoded call and waits for its raw answer. The fast path —
-    /// routed or queued at once, no deadline, no token — awaits only the
-    /// answer, so a call's future stays small; the rest is boxed.
-    pub(crate) async fn send_raw(
-        &self,
-        function: Arc<str>,
-        payload: Bytes,
-        many: bool,
-        fds: Vec<OwnedFd>,
-        options: &CallOptions,
-        wait_for_room: bool,
-    ) -> Result<Bytes, CallError> {
-        let (id, started, answer) = match self.enqueue(&function, payload, many, fds, options)? {
-            Enqueued::Taken(id, started, answer) => (id, started, answer),
-            Enqueued::Full(..) if !wait_for_room => return Err(CallError::QueueFull),
-            Enqueued::Full(job, answer) => {
-                let (id, started) = (job.id, job.started);
-                Box::pin(self.wait_for_room(job, options)).await?;
-                (id, started, answer)
-            }
-        };
-        let mut guard = CancelOnDrop {
-            pool: &self.inner,
-            id,
-            armed: true,
-        };
-        let answer = if options.timeout.is_none()
-            && self.inner.config.call_timeout.is_none()
-            && options.token.is_none()
-        {
-            answer.await
-        } else {
-            let waited =
-                Box::pin(self.answer_or_give_up(answer, &function, id, started, options)).await;
-            if waited.is_err() {
-                guard.armed = false;
-            }
-            waited?
-        };
-        guard.armed = false;
-        answer_of(answer, &function, id, many)
-    }
-
-    /// Checks and submits a call (routed, queued, or given back when the
-    /// queue is full, with the receiver of its answer).
-    fn enqueue(
-        &self,
-        function: &Arc<str>,
-        payload: Bytes,
-        many: bool,
-        fds: Vec<OwnedFd>,
-        options: &CallOptions,
-    ) -> Result<Enqueued, CallError> {
-        let inner = &*self.inner;
-        let size = 4 + 9 + 3 + function.len() + payload.len();
-        if fds.len() > crate::protocol::MAX_FDS || (many && !fds.is_empty()) {
-            return Err(CallError::Worker {
-                function: function.to_string(),
-                message: format!(
-                    "a call carries 1 to {} file descriptors, got {}",
-                    crate::protocol::MAX_FDS,
-                    fds.len()
-                ),
-                data: None,
-            });
-        }
-        if size - 4 > inner.config.max_frame {
-            return Err(CallError::TooLarge {
-                function: function.to_string(),
-                size,
-                max: inner.config.max_frame,
-            });
-        }
-        let id = inner.next_call.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let retries_left = match options.retries {
-            Some(n) => n,
-            None if inner.config.retries.is_empty() => 0,
-            None => inner.config.retries.get(&**function).copied().unwrap_or(0),
-        };
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            id,
-            function: Arc::clone(function),
-            payload,
-            many,
-            retries_left,
-            fds,
-            started,
-            reply,
-        };
-        match inner.submit(job) {
-            Ok(()) => Ok(Enqueued::Taken(id, started, answer)),
-            Err(Rejected::Failed(e)) => Err(e),
-            Err(Rejected::Full(job)) => Ok(Enqueued::Full(job, answer)),
-        }
-    }
-
-    /// Submits `job` again each time the queue has room, until it is taken.
-    async fn wait_for_room(&self, mut job: Job, options: &CallOptions) -> Result<(), CallError> {
-        let inner = &*self.inner;
-        let id = job.id;
-        let timeout = options.timeout.or(inner.config.call_timeout);
-        let deadline = timeout.map(|d| job.started + d);
-        let function = Arc::clone(&job.function);
-        let _waiting = RoomWaiter::new(&inner.room_waiters);
-        loop {
-            let room = inner.room.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match inner.submit(job) {
-                Ok(()) => return Ok(()),
-                Err(Rejected::Failed(e)) => return Err(e),
-                Err(Rejected::Full(back)) => job = back,
-            }
-            tokio::select! {
-                biased;
-                () = &mut room => {}
-                () = sleep_until_opt(deadline) => return Err(CallError::TimedOut {
-                    function: function.to_string(),
-                    call_id: id,
-                    timeout: timeout.unwrap_or_default(),
-                }),
-                () = cancelled_opt(options) => return Err(CallError::Cancelled {
-                    function: function.to_string(),
-                    call_id: id,
-                }),
-            }
-        }
-    }
-
-    /// The answer, unless the deadline passes or the token fires first; then
-    /// the worker is told to cancel (and is killed after the grace if it was
-    /// a timeout).
-    async fn answer_or_give_up(
-        &self,
-        answer: oneshot::Receiver<Reply>,
-        function: &str,
-        id: u64,
-        started: Instant,
-        options: &CallOptions,
-    ) -> Result<Result<Reply, oneshot::error::RecvError>, CallError> {
-        let inner = &*self.inner;
-        let timeout = options.timeout.or(inner.config.call_timeout);
-        // The deadline counts from the call's start, waiting included.
-        let deadline = timeout.map(|d| started + d);
-        tokio::select! {
-            biased;
-            answer = answer => Ok(answer),
-            () = sleep_until_opt(deadline) => {
-                inner.cancel(id, Some(inner.config.cancel_grace));
-                Err(CallError::TimedOut {
-                    function: function.to_owned(),
-                    call_id: id,
-                    timeout: timeout.unwrap_or_default(),
-                })
-            }
-            () = cancelled_opt(options) => {
-                inner.cancel(id, None);
-                Err(CallError::Cancelled {
-                    function: function.to_owned(),
-                    call_id: id,
-                })
-            }
-        }
     }
 
     /// A snapshot of the pool's workers, queue, outcomes and latency.
@@ -654,135 +426,6 @@ impl ProcessPool {
             }
             settled.await;
         }
-    }
-}
-
-/// The options of a plain `call`.
-static NO_OPTIONS: CallOptions = CallOptions {
-    timeout: None,
-    token: None,
-    retries: None,
-};
-
-/// What `enqueue` did with a call.
-enum Enqueued {
-    /// Routed or queued: its id, start, and the receiver of its answer.
-    Taken(u64, Instant, oneshot::Receiver<Reply>),
-    /// The queue is full: the call, given back, and its answer's receiver.
-    Full(Job, oneshot::Receiver<Reply>),
-}
-
-/// A call's result from its answer.
-fn answer_of(
-    answer: Result<Reply, oneshot::error::RecvError>,
-    function: &str,
-    id: u64,
-    many: bool,
-) -> Result<Bytes, CallError> {
-    match answer {
-        Ok(Reply::Value(bytes)) => Ok(bytes),
-        Ok(Reply::Error(mut e)) => {
-            let function = function.to_owned();
-            // A `CALL_MANY` error names its failing item and carries the
-            // item's own data inside (`docs/protocol.md`).
-            let item = if many {
-                let index = e
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get("index"))
-                    .and_then(serde_json::Value::as_u64);
-                if index.is_some() {
-                    e.data = e
-                        .data
-                        .take()
-                        .and_then(|mut d| d.get_mut("data").map(serde_json::Value::take))
-                        .filter(|d| !d.is_null());
-                }
-                index
-            } else {
-                None
-            };
-            let error = match e.kind {
-                ErrorKind::Failed => CallError::Failed {
-                    function,
-                    message: e.message,
-                    data: e.data,
-                },
-                ErrorKind::Panicked => CallError::Panicked {
-                    function,
-                    message: e.message,
-                },
-                ErrorKind::UnknownFunction => CallError::UnknownFunction(function),
-                ErrorKind::BadArgs => CallError::BadArgs {
-                    function,
-                    message: e.message,
-                },
-                _ => CallError::Worker {
-                    function,
-                    message: e.message,
-                    data: e.data,
-                },
-            };
-            Err(match item {
-                Some(index) => CallError::Item {
-                    index: usize::try_from(index).unwrap_or(usize::MAX),
-                    source: Box::new(error),
-                },
-                None => error,
-            })
-        }
-        Ok(Reply::Lost { pid, exit }) => Err(CallError::WorkerLost {
-            pid,
-            call_id: id,
-            exit,
-        }),
-        Ok(Reply::Refused(e)) => Err(e),
-        Err(_) => Err(CallError::NoWorkers),
-    }
-}
-
-/// Counts a caller waiting for room in the queue.
-struct RoomWaiter<'a>(&'a AtomicUsize);
-
-impl<'a> RoomWaiter<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        RoomWaiter(count)
-    }
-}
-
-impl Drop for RoomWaiter<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Withdraws a call whose caller went away before its answer.
-struct CancelOnDrop<'a> {
-    pool: &'a Shared,
-    id: u64,
-    armed: bool,
-}
-
-impl Drop for CancelOnDrop<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.pool.cancel(self.id, None);
-        }
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn cancelled_opt(options: &CallOptions) {
-    match &options.token {
-        Some(token) => token.cancelled().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,522 @@
+//! The life of one call: checked, routed or queued, awaited, answered.
+//!
+//! # Implementation notes
+//!
+//! Thousands of calls may be in flight at once, each holding its future, so
+//! the common path is a small hand-written future ([`CallFuture`]): on first
+//! poll it encodes and submits the call (one lock), then waits on its answer's
+//! receiver. Everything rarer — a deadline, a cancellation token, a full
+//! queue — runs in a boxed `async` block instead, so it costs nothing to the
+//! calls that do not use it. A future dropped while its call is out sends
+//! `CANCEL` (a queued call is skipped instead, see `state`).
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::call::CallOptions;
+use super::error::CallError;
+use super::pool::ProcessPool;
+use super::state::{Job, Rejected, Reply, Shared};
+use crate::protocol::ErrorKind;
+
+/// The future of [`ProcessPool::call`] and [`ProcessPool::call_with`].
+pub(crate) struct CallFuture<'a, A: ?Sized, R> {
+    pool: &'a ProcessPool,
+    function: &'a str,
+    state: Step<'a, A>,
+    result: PhantomData<fn() -> R>,
+}
+
+enum Step<'a, A: ?Sized> {
+    Start {
+        args: &'a A,
+        options: &'a CallOptions,
+    },
+    /// Submitted; waiting for the answer.
+    Waiting {
+        id: u64,
+        answer: oneshot::Receiver<Reply>,
+    },
+    /// A deadline, a token or a full queue: the general path.
+    Slow(Pin<Box<dyn Future<Output = Result<Bytes, CallError>> + Send + 'a>>),
+    Done,
+}
+
+impl<'a, A: ?Sized, R> CallFuture<'a, A, R> {
+    pub(crate) fn new(
+        pool: &'a ProcessPool,
+        function: &'a str,
+        args: &'a A,
+        options: &'a CallOptions,
+    ) -> Self {
+        CallFuture {
+            pool,
+            function,
+            state: Step::Start { args, options },
+            result: PhantomData,
+        }
+    }
+
+    /// The first poll: encode and submit, or hand over to the general path.
+    fn start(&mut self, args: &A, options: &'a CallOptions) -> Option<Result<Bytes, CallError>>
+    where
+        A: Serialize,
+    {
+        let pool = self.pool;
+        let function = self.function;
+        let payload = match pool.encode(function, args) {
+            Ok(payload) => payload,
+            Err(e) => return Some(Err(e)),
+        };
+        let name: Arc<str> = Arc::from(function);
+        if options.timeout.is_some()
+            || options.token.is_some()
+            || pool.inner.config.call_timeout.is_some()
+        {
+            self.state = Step::Slow(Box::pin(pool.send_raw(
+                name,
+                payload,
+                false,
+                Vec::new(),
+                options,
+                true,
+            )));
+            return None;
+        }
+        match pool.enqueue(&name, payload, false, Vec::new(), options) {
+            Err(e) => Some(Err(e)),
+            Ok(Enqueued::Taken(id, _, answer)) => {
+                self.state = Step::Waiting { id, answer };
+                None
+            }
+            Ok(Enqueued::Full(job, answer)) => {
+                self.state = Step::Slow(Box::pin(async move {
+                    let (id, started) = (job.id, job.started);
+                    pool.wait_for_room(job, options).await?;
+                    pool.await_answer(&name, id, started, answer, false, options)
+                        .await
+                }));
+                None
+            }
+        }
+    }
+}
+
+impl<A, R> Future for CallFuture<'_, A, R>
+where
+    A: Serialize + Sync + ?Sized,
+    R: DeserializeOwned,
+{
+    type Output = Result<R, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            let raw = match &mut this.state {
+                Step::Start { args, options } => {
+                    let (args, options) = (*args, *options);
+                    this.start(args, options)
+                }
+                Step::Waiting { id, answer } => match Pin::new(answer).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(answer) => {
+                        let id = *id;
+                        // Answered: nothing to cancel on drop any more.
+                        this.state = Step::Done;
+                        Some(answer_of(answer, this.function, id, false))
+                    }
+                },
+                Step::Slow(f) => match f.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(raw) => Some(raw),
+                },
+                Step::Done => panic!("a call future was polled after it completed"),
+            };
+            if let Some(raw) = raw {
+                this.state = Step::Done;
+                let result = raw.and_then(|bytes| this.pool.decode(this.function, &bytes));
+                this.pool.inner.counters.record(&result);
+                return Poll::Ready(result);
+            }
+        }
+    }
+}
+
+impl<A: ?Sized, R> Drop for CallFuture<'_, A, R> {
+    fn drop(&mut self) {
+        if let Step::Waiting { id, .. } = self.state {
+            self.pool.inner.cancel(id, None);
+        }
+    }
+}
+
+impl ProcessPool {
+    pub(crate) fn decode<R: DeserializeOwned>(
+        &self,
+        function: &str,
+        bytes: &[u8],
+    ) -> Result<R, CallError> {
+        self.inner
+            .encoding
+            .decode(bytes)
+            .map_err(|source| CallError::Payload {
+                function: function.to_owned(),
+                source,
+            })
+    }
+
+    pub(crate) fn encode<A: Serialize + ?Sized>(
+        &self,
+        function: &str,
+        args: &A,
+    ) -> Result<Bytes, CallError> {
+        self.inner
+            .encoding
+            .encode(args)
+            .map_err(|source| CallError::Payload {
+                function: function.to_owned(),
+                source,
+            })
+    }
+
+    /// One call, up to its raw answer. `many`: a `CALL_MANY` of a sequence.
+    /// `wait_for_room`: wait while the queue is full (else `QueueFull`).
+    pub(crate) async fn call_raw<A: Serialize + ?Sized>(
+        &self,
+        function: Arc<str>,
+        args: &A,
+        many: bool,
+        options: &CallOptions,
+        wait_for_room: bool,
+    ) -> Result<Bytes, CallError> {
+        let payload = self.encode(&function, args)?;
+        self.send_raw(function, payload, many, Vec::new(), options, wait_for_room)
+            .await
+    }
+
+    /// Sends one encoded call and waits for its raw answer. The fast path —
+    /// routed or queued at once, no deadline, no token — awaits only the
+    /// answer, so a call's future stays small; the rest is boxed.
+    pub(crate) async fn send_raw(
+        &self,
+        function: Arc<str>,
+        payload: Bytes,
+        many: bool,
+        fds: Vec<OwnedFd>,
+        options: &CallOptions,
+        wait_for_room: bool,
+    ) -> Result<Bytes, CallError> {
+        let (id, started, answer) = match self.enqueue(&function, payload, many, fds, options)? {
+            Enqueued::Taken(id, started, answer) => (id, started, answer),
+            Enqueued::Full(..) if !wait_for_room => return Err(CallError::QueueFull),
+            Enqueued::Full(job, answer) => {
+                let (id, started) = (job.id, job.started);
+                Box::pin(self.wait_for_room(job, options)).await?;
+                (id, started, answer)
+            }
+        };
+        self.await_answer(&function, id, started, answer, many, options)
+            .await
+    }
+
+    /// Waits for a submitted call's answer (within its deadline, unless its
+    /// token fires); sends `CANCEL` if dropped first.
+    pub(crate) async fn await_answer(
+        &self,
+        function: &str,
+        id: u64,
+        started: Instant,
+        answer: oneshot::Receiver<Reply>,
+        many: bool,
+        options: &CallOptions,
+    ) -> Result<Bytes, CallError> {
+        let mut guard = CancelOnDrop {
+            pool: &self.inner,
+            id,
+            armed: true,
+        };
+        let answer = if options.timeout.is_none()
+            && self.inner.config.call_timeout.is_none()
+            && options.token.is_none()
+        {
+            answer.await
+        } else {
+            let waited =
+                Box::pin(self.answer_or_give_up(answer, function, id, started, options)).await;
+            if waited.is_err() {
+                guard.armed = false;
+            }
+            waited?
+        };
+        guard.armed = false;
+        answer_of(answer, function, id, many)
+    }
+
+    /// Checks and submits a call (routed, queued, or given back when the
+    /// queue is full, with the receiver of its answer).
+    pub(crate) fn enqueue(
+        &self,
+        function: &Arc<str>,
+        payload: Bytes,
+        many: bool,
+        fds: Vec<OwnedFd>,
+        options: &CallOptions,
+    ) -> Result<Enqueued, CallError> {
+        let inner = &*self.inner;
+        let size = 4 + 9 + 3 + function.len() + payload.len();
+        if fds.len() > crate::protocol::MAX_FDS || (many && !fds.is_empty()) {
+            return Err(CallError::Worker {
+                function: function.to_string(),
+                message: format!(
+                    "a call carries 1 to {} file descriptors, got {}",
+                    crate::protocol::MAX_FDS,
+                    fds.len()
+                ),
+                data: None,
+            });
+        }
+        if size - 4 > inner.config.max_frame {
+            return Err(CallError::TooLarge {
+                function: function.to_string(),
+                size,
+                max: inner.config.max_frame,
+            });
+        }
+        let id = inner.next_call.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let retries_left = match options.retries {
+            Some(n) => n,
+            None if inner.config.retries.is_empty() => 0,
+            None => inner.config.retries.get(&**function).copied().unwrap_or(0),
+        };
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            id,
+            function: Arc::clone(function),
+            payload,
+            many,
+            retries_left,
+            fds,
+            started,
+            reply,
+        };
+        match inner.submit(job) {
+            Ok(()) => Ok(Enqueued::Taken(id, started, answer)),
+            Err(Rejected::Failed(e)) => Err(e),
+            Err(Rejected::Full(job)) => Ok(Enqueued::Full(job, answer)),
+        }
+    }
+
+    /// Submits `job` again each time the queue has room, until it is taken.
+    pub(crate) async fn wait_for_room(
+        &self,
+        mut job: Job,
+        options: &CallOptions,
+    ) -> Result<(), CallError> {
+        let inner = &*self.inner;
+        let id = job.id;
+        let timeout = options.timeout.or(inner.config.call_timeout);
+        let deadline = timeout.map(|d| job.started + d);
+        let function = Arc::clone(&job.function);
+        let _waiting = RoomWaiter::new(&inner.room_waiters);
+        loop {
+            let room = inner.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match inner.submit(job) {
+                Ok(()) => return Ok(()),
+                Err(Rejected::Failed(e)) => return Err(e),
+                Err(Rejected::Full(back)) => job = back,
+            }
+            tokio::select! {
+                biased;
+                () = &mut room => {}
+                () = sleep_until_opt(deadline) => return Err(CallError::TimedOut {
+                    function: function.to_string(),
+                    call_id: id,
+                    timeout: timeout.unwrap_or_default(),
+                }),
+                () = cancelled_opt(options) => return Err(CallError::Cancelled {
+                    function: function.to_string(),
+                    call_id: id,
+                }),
+            }
+        }
+    }
+
+    /// The answer, unless the deadline passes or the token fires first; then
+    /// the worker is told to cancel (and is killed after the grace if it was
+    /// a timeout).
+    async fn answer_or_give_up(
+        &self,
+        answer: oneshot::Receiver<Reply>,
+        function: &str,
+        id: u64,
+        started: Instant,
+        options: &CallOptions,
+    ) -> Result<Result<Reply, oneshot::error::RecvError>, CallError> {
+        let inner = &*self.inner;
+        let timeout = options.timeout.or(inner.config.call_timeout);
+        // The deadline counts from the call's start, waiting included.
+        let deadline = timeout.map(|d| started + d);
+        tokio::select! {
+            biased;
+            answer = answer => Ok(answer),
+            () = sleep_until_opt(deadline) => {
+                inner.cancel(id, Some(inner.config.cancel_grace));
+                Err(CallError::TimedOut {
+                    function: function.to_owned(),
+                    call_id: id,
+                    timeout: timeout.unwrap_or_default(),
+                })
+            }
+            () = cancelled_opt(options) => {
+                inner.cancel(id, None);
+                Err(CallError::Cancelled {
+                    function: function.to_owned(),
+                    call_id: id,
+                })
+            }
+        }
+    }
+}
+
+/// The options of a plain `call`.
+pub(crate) static NO_OPTIONS: CallOptions = CallOptions {
+    timeout: None,
+    token: None,
+    retries: None,
+};
+
+/// What `enqueue` did with a call.
+pub(crate) enum Enqueued {
+    /// Routed or queued: its id, start, and the receiver of its answer.
+    Taken(u64, Instant, oneshot::Receiver<Reply>),
+    /// The queue is full: the call, given back, and its answer's receiver.
+    Full(Job, oneshot::Receiver<Reply>),
+}
+
+/// A call's result from its answer.
+fn answer_of(
+    answer: Result<Reply, oneshot::error::RecvError>,
+    function: &str,
+    id: u64,
+    many: bool,
+) -> Result<Bytes, CallError> {
+    match answer {
+        Ok(Reply::Value(bytes)) => Ok(bytes),
+        Ok(Reply::Error(mut e)) => {
+            let function = function.to_owned();
+            // A `CALL_MANY` error names its failing item and carries the
+            // item's own data inside (`docs/protocol.md`).
+            let item = if many {
+                let index = e
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("index"))
+                    .and_then(serde_json::Value::as_u64);
+                if index.is_some() {
+                    e.data = e
+                        .data
+                        .take()
+                        .and_then(|mut d| d.get_mut("data").map(serde_json::Value::take))
+                        .filter(|d| !d.is_null());
+                }
+                index
+            } else {
+                None
+            };
+            let error = match e.kind {
+                ErrorKind::Failed => CallError::Failed {
+                    function,
+                    message: e.message,
+                    data: e.data,
+                },
+                ErrorKind::Panicked => CallError::Panicked {
+                    function,
+                    message: e.message,
+                },
+                ErrorKind::UnknownFunction => CallError::UnknownFunction(function),
+                ErrorKind::BadArgs => CallError::BadArgs {
+                    function,
+                    message: e.message,
+                },
+                _ => CallError::Worker {
+                    function,
+                    message: e.message,
+                    data: e.data,
+                },
+            };
+            Err(match item {
+                Some(index) => CallError::Item {
+                    index: usize::try_from(index).unwrap_or(usize::MAX),
+                    source: Box::new(error),
+                },
+                None => error,
+            })
+        }
+        Ok(Reply::Lost { pid, exit }) => Err(CallError::WorkerLost {
+            pid,
+            call_id: id,
+            exit,
+        }),
+        Ok(Reply::Refused(e)) => Err(e),
+        Err(_) => Err(CallError::NoWorkers),
+    }
+}
+
+/// Counts a caller waiting for room in the queue.
+struct RoomWaiter<'a>(&'a AtomicUsize);
+
+impl<'a> RoomWaiter<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        RoomWaiter(count)
+    }
+}
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Withdraws a call whose caller went away before its answer.
+struct CancelOnDrop<'a> {
+    pool: &'a Shared,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.cancel(self.id, None);
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn cancelled_opt(options: &CallOptions) {
+    match &options.token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
