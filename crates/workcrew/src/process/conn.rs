@@ -279,7 +279,8 @@ pub(crate) async fn run(
         }
     }
     if let Some(pool) = pool {
-        pool.remove(handle.id, retry, !expected);
+        // The event first: whoever waits for the worker to leave the pool
+        // (`reload`, `stop`) then also sees it.
         pool.events.send(ProcessEvent::Exited {
             worker: handle.id,
             pid,
@@ -287,6 +288,7 @@ pub(crate) async fn run(
             expected,
             lost_calls: lost,
         });
+        pool.remove(handle.id, retry, !expected);
     }
     tracing::debug!(worker = handle.id, worker_pid = pid, %status, "worker ended");
 }

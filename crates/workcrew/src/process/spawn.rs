@@ -52,6 +52,9 @@ pub(crate) async fn start(
         cmd.current_dir(dir);
     }
     let mut child = cmd.spawn().map_err(spawn_err)?;
+    // The command still holds the child's end of the channel: drop it, so a
+    // child that exits before `HELLO` closes the channel at once.
+    drop(cmd);
     let pid = child.id().unwrap_or(0);
     spawned(pid);
     if let Some(out) = child.stdout.take() {

@@ -370,6 +370,9 @@ impl Shared {
             }
             out.calls.push(job);
         }
+        // A worker going idle may be reaped later: the supervisor must know
+        // when its idle timeout starts (only matters above `min`).
+        let went_idle = entry.in_flight == 0 && (answered > 0 || pulled);
         if entry.in_flight == 0 {
             entry.idle_since = Instant::now();
         }
@@ -381,6 +384,7 @@ impl Shared {
             out.shutdown = true;
         }
         let settled = st.queue.is_empty() && st.workers.iter().all(|w| w.in_flight == 0);
+        let may_reap = went_idle && st.workers.len() > self.config.min_workers;
         let room = pulled && self.room_waiters.load(Ordering::Acquire) > 0;
         if let Some(h) = retired {
             self.retired(&h, RecycleReason::Calls);
@@ -390,6 +394,9 @@ impl Shared {
         }
         if settled {
             self.settled.notify_waiters();
+        }
+        if may_reap {
+            self.supervisor.notify_one();
         }
     }
 

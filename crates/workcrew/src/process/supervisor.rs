@@ -76,6 +76,22 @@ fn reconcile(pool: &Arc<Shared>, backoff: &mut Backoff, next_rss: &mut Instant) 
     let mut soonest = |at: Instant| {
         next = Some(next.map_or(at, |n: Instant| n.min(at)));
     };
+    // Outcomes of the starts since the last turn drive the backoff, before
+    // this turn decides whether to start another.
+    let failed = pool.counters.spawn_failures.swap(0, Ordering::AcqRel);
+    let succeeded = pool.counters.spawn_successes.swap(0, Ordering::AcqRel);
+    if succeeded > 0 && failed == 0 {
+        backoff.failures = 0;
+        backoff.until = None;
+    }
+    if failed > 0 {
+        backoff.failures = backoff.failures.saturating_add(failed as u32);
+        let (first, max) = config.spawn_backoff;
+        let delay = first
+            .saturating_mul(2u32.saturating_pow(backoff.failures.saturating_sub(1).min(16)))
+            .min(max);
+        backoff.until = Some(now + delay);
+    }
     let mut retire: Vec<(Arc<WorkerHandle>, RecycleReason)> = Vec::new();
     let mut starts = Vec::new();
     let mut crash_loop_now = None;
@@ -193,22 +209,6 @@ fn reconcile(pool: &Arc<Shared>, backoff: &mut Backoff, next_rss: &mut Instant) 
                 p.supervisor.notify_one();
             }
         });
-    }
-    // Outcomes of the starts since the last turn drive the backoff.
-    let failed = pool.counters.spawn_failures.swap(0, Ordering::AcqRel);
-    let succeeded = pool.counters.spawn_successes.swap(0, Ordering::AcqRel);
-    if succeeded > 0 {
-        backoff.failures = 0;
-        backoff.until = None;
-    }
-    if failed > 0 {
-        backoff.failures = backoff.failures.saturating_add(failed as u32);
-        let (first, max) = config.spawn_backoff;
-        let delay = first
-            .saturating_mul(2u32.saturating_pow(backoff.failures.saturating_sub(1).min(16)))
-            .min(max);
-        backoff.until = Some(now + delay);
-        soonest(now + delay);
     }
     next
 }
