@@ -354,6 +354,11 @@ impl ProcessPoolBuilder {
         self
     }
 
+    #[cfg(test)]
+    pub(crate) fn into_config(self) -> Config {
+        self.config
+    }
+
     /// Starts the `min` workers, all at once, and waits until each is ready.
     ///
     /// # Errors

@@ -382,3 +382,193 @@ pub(crate) async fn start_generation(
     }
     Ok(ok)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The supervisor's timing rules on tokio's paused clock, against a pool
+    //! state with stand-in workers (no processes): when an idle worker is
+    //! reaped, when an old one retires, how long a failed start backs off.
+
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::events::Hub;
+    use crate::process::builder::{Config, ProcessPoolBuilder};
+    use crate::process::routing::Router;
+    use crate::process::state::State;
+    use crate::process::stats::Counters;
+    use crate::protocol::Encoding;
+
+    fn pool(config: Config) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State {
+                workers: Vec::new(),
+                queue: VecDeque::new(),
+                router: Router::new(config.routing),
+                starting: 0,
+                stopping: false,
+                crash_loop: None,
+                command: config.command.clone(),
+                generation: 1,
+                next_worker: 0,
+                crashes: VecDeque::new(),
+            }),
+            config,
+            encoding: Encoding::Postcard,
+            next_call: AtomicU64::new(1),
+            room: Notify::new(),
+            room_waiters: AtomicUsize::new(0),
+            settled: Notify::new(),
+            supervisor: Arc::new(Notify::new()),
+            counters: Counters::new(),
+            events: Hub::new(16, ProcessEvent::Lagged),
+        })
+    }
+
+    /// A stand-in worker: idle since now, optionally holding calls.
+    fn add_worker(pool: &Shared, in_flight: usize, retire_at: Option<Instant>) -> u64 {
+        let mut st = pool.lock();
+        st.next_worker += 1;
+        let id = st.next_worker;
+        st.workers.push(Entry {
+            handle: Arc::new(WorkerHandle {
+                id,
+                pid: 0,
+                functions: ["echo".to_owned()].into_iter().collect(),
+                batch: false,
+                fds: false,
+                wake: Notify::new(),
+                shutdown: AtomicBool::new(false),
+                task: Mutex::new(None),
+            }),
+            in_flight,
+            limit: 4,
+            sent: 0,
+            retiring: None,
+            idle_since: Instant::now(),
+            retire_at,
+            generation: 1,
+            outbox: Vec::new(),
+            cancels: Vec::new(),
+        });
+        id
+    }
+
+    fn retiring(pool: &Shared) -> Vec<(u64, RecycleReason)> {
+        pool.lock()
+            .workers
+            .iter()
+            .filter_map(|w| w.retiring.map(|r| (w.handle.id, r)))
+            .collect()
+    }
+
+    fn config(f: impl FnOnce(ProcessPoolBuilder) -> ProcessPoolBuilder) -> Config {
+        f(ProcessPoolBuilder::new("unused".into())).into_config()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_workers_above_min_are_reaped_at_their_idle_timeout_and_busy_ones_never() {
+        let pool = pool(config(|b| {
+            b.min(1).max(4).idle_timeout(Duration::from_secs(10))
+        }));
+        let t0 = Instant::now();
+        let busy = add_worker(&pool, 2, None);
+        let idle_a = add_worker(&pool, 0, None);
+        let idle_b = add_worker(&pool, 0, None);
+        let (mut backoff, mut rss) = (Backoff::default(), Instant::now());
+
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        let next = reconcile(&pool, &mut backoff, &mut rss);
+        assert!(retiring(&pool).is_empty(), "nobody is idle long enough yet");
+        assert_eq!(
+            next,
+            Some(t0 + Duration::from_secs(10)),
+            "woken exactly at the timeout"
+        );
+
+        tokio::time::advance(Duration::from_millis(1)).await;
+        reconcile(&pool, &mut backoff, &mut rss);
+        // Three live above a minimum of one: both idle workers go, the busy one stays.
+        assert_eq!(
+            retiring(&pool),
+            vec![(idle_a, RecycleReason::Idle), (idle_b, RecycleReason::Idle)]
+        );
+
+        // Much later, the busy worker, still holding calls, is still not reaped.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        reconcile(&pool, &mut backoff, &mut rss);
+        assert!(!retiring(&pool).iter().any(|(id, _)| *id == busy));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_minimum_is_kept_even_when_idle() {
+        let pool = pool(config(|b| {
+            b.min(2).max(4).idle_timeout(Duration::from_secs(1))
+        }));
+        add_worker(&pool, 0, None);
+        add_worker(&pool, 0, None);
+        let (mut backoff, mut rss) = (Backoff::default(), Instant::now());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(
+            reconcile(&pool, &mut backoff, &mut rss),
+            None,
+            "nothing to wait for"
+        );
+        assert!(retiring(&pool).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_retires_at_its_age() {
+        let pool = pool(config(|b| b.workers(1)));
+        let at = Instant::now() + Duration::from_secs(30);
+        let old = add_worker(&pool, 1, Some(at));
+        let (mut backoff, mut rss) = (Backoff::default(), Instant::now());
+        assert_eq!(reconcile(&pool, &mut backoff, &mut rss), Some(at));
+        assert!(retiring(&pool).is_empty());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        reconcile(&pool, &mut backoff, &mut rss);
+        // Retired even while busy: it finishes its calls, taking no new ones.
+        assert_eq!(retiring(&pool), vec![(old, RecycleReason::Age)]);
+        // Below `min` now: a replacement is being started.
+        assert_eq!(pool.lock().starting, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_starts_back_off_doubling_up_to_the_maximum() {
+        let pool = pool(config(|b| {
+            b.workers(1)
+                .spawn_backoff(Duration::from_millis(100), Duration::from_millis(350))
+                .restart_budget(100, Duration::from_secs(60))
+        }));
+        let (mut backoff, mut rss) = (Backoff::default(), Instant::now());
+        // A first failed start is reported; the later ones are real: the
+        // program does not exist, so every start the supervisor makes fails.
+        pool.counters.spawn_failures.fetch_add(1, Ordering::AcqRel);
+        for expected_ms in [100, 200, 350, 350] {
+            let now = Instant::now();
+            let next = reconcile(&pool, &mut backoff, &mut rss);
+            assert_eq!(next, Some(now + Duration::from_millis(expected_ms)));
+            assert_eq!(pool.lock().starting, 0, "no start before the delay");
+            tokio::time::advance(Duration::from_millis(expected_ms - 1)).await;
+            reconcile(&pool, &mut backoff, &mut rss);
+            assert_eq!(pool.lock().starting, 0, "still backing off");
+            tokio::time::advance(Duration::from_millis(1)).await;
+            reconcile(&pool, &mut backoff, &mut rss);
+            assert_eq!(pool.lock().starting, 1, "the next start, on time");
+            while pool.lock().starting != 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        // The last start's failure is counted; then a success resets the delay.
+        reconcile(&pool, &mut backoff, &mut rss);
+        assert_eq!(backoff.failures, 5);
+        pool.counters.spawn_successes.fetch_add(1, Ordering::AcqRel);
+        reconcile(&pool, &mut backoff, &mut rss);
+        assert_eq!(backoff.failures, 0);
+    }
+}
