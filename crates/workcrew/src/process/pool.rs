@@ -60,6 +60,7 @@ impl ProcessPool {
                 generation: 1,
                 next_worker: 0,
                 crashes: VecDeque::new(),
+                last_function: None,
             }),
             encoding: Encoding::Postcard,
             next_call: AtomicU64::new(1),

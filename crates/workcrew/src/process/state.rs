@@ -170,6 +170,9 @@ pub(crate) struct State {
     pub(crate) next_worker: u64,
     /// Unplanned exits and failed starts, for the restart budget.
     pub(crate) crashes: VecDeque<Instant>,
+    /// The last function name called: calls to it share one name, so the
+    /// connection tasks compare pointers, not strings.
+    pub(crate) last_function: Option<Arc<str>>,
 }
 
 /// Everything the pool's handles, connection tasks and supervisor share.
@@ -205,10 +208,15 @@ impl Shared {
 
     /// Routes `job` to a worker with room, or queues it.
     /// Routed or queued: `Ok`.
-    pub(crate) fn submit(&self, job: Job) -> Result<(), Rejected> {
+    pub(crate) fn submit(&self, mut job: Job) -> Result<(), Rejected> {
         let mut st = self.lock();
         if st.stopping {
             return Err(Rejected::Failed(CallError::Stopped));
+        }
+        match &st.last_function {
+            Some(last) if Arc::ptr_eq(last, &job.function) => {}
+            Some(last) if **last == *job.function => job.function = Arc::clone(last),
+            _ => st.last_function = Some(Arc::clone(&job.function)),
         }
         let State {
             workers, router, ..
@@ -340,7 +348,10 @@ impl Shared {
             // Consecutive calls mostly name one function: compare the name
             // with the last one served instead of hashing it again.
             let Some(pos) = st.queue.iter().take(64).position(|j| {
-                if known.as_deref() == Some(&*j.function) {
+                if known
+                    .as_ref()
+                    .is_some_and(|k| Arc::ptr_eq(k, &j.function) || **k == *j.function)
+                {
                     return j.fds.is_empty() || entry.handle.fds;
                 }
                 let ok = entry.serves(j);

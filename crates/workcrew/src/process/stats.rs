@@ -84,12 +84,12 @@ impl Counters {
     }
 
     /// Records call latencies, a batch under one lock.
-    pub(crate) fn record_latencies(&self, samples: &[Duration]) {
+    pub(crate) fn record_latencies(&self, samples: impl Iterator<Item = Duration>) {
         let mut latency = self
             .latency
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for &d in samples {
+        for d in samples {
             latency.record(d);
         }
     }

@@ -417,6 +417,7 @@ mod tests {
                 generation: 1,
                 next_worker: 0,
                 crashes: VecDeque::new(),
+                last_function: None,
             }),
             config,
             encoding: Encoding::Postcard,
