@@ -27,7 +27,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
@@ -86,8 +86,9 @@ pub(crate) async fn run(
     let parts = chan.into_parts();
     let mut codec = parts.codec;
     let mut rbuf = parts.read_buf;
-    let (mut rd, mut wr) = parts.io.into_split();
+    let (rd, mut wr) = parts.io.into_split();
     let mut wbuf = BytesMut::with_capacity(64 * 1024);
+    let mut scratch = vec![0u8; 64 * 1024];
     let mut pending = Pending::default();
     let mut exchange = Exchange::default();
 
@@ -168,7 +169,7 @@ pub(crate) async fn run(
         kill_at.retain(|(_, id)| pending.contains_key(id));
         let next_kill = kill_at.iter().map(|(at, _)| *at).min();
         tokio::select! {
-            read = rd.read_buf(&mut rbuf) => match read {
+            read = read_some(rd.as_ref(), &mut scratch, &mut rbuf) => match read {
                 Ok(0) => break End::Closed,
                 Ok(_) => {
                     let mut broken = false;
@@ -299,6 +300,38 @@ pub(crate) async fn run(
 fn deliver(done: &mut Vec<(Job, Reply)>) {
     for (job, reply) in done.drain(..) {
         let _ = job.reply.send(reply);
+    }
+}
+
+/// Reads what the worker has sent into `into`. A read shorter than the
+/// buffer means the socket is drained, so tokio is told to forget its
+/// readiness at once: the next read waits for the worker instead of first
+/// making a system call that would only say "nothing yet".
+async fn read_some(
+    stream: &tokio::net::UnixStream,
+    scratch: &mut [u8],
+    into: &mut BytesMut,
+) -> std::io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        let mut got = None;
+        let read = stream.try_io(tokio::io::Interest::READABLE, || {
+            let n = rustix::io::read(stream, &mut *scratch)?;
+            got = Some(n);
+            if n > 0 && n < scratch.len() {
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        match (read, got) {
+            (_, Some(n)) => {
+                into.extend_from_slice(&scratch[..n]);
+                return Ok(n);
+            }
+            (Err(e), None) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            (Err(e), None) => return Err(e),
+            (Ok(()), None) => unreachable!("a successful read records its count"),
+        }
     }
 }
 
