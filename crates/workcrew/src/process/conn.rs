@@ -172,41 +172,7 @@ pub(crate) async fn run(
             read = read_some(rd.as_ref(), &mut scratch, &mut rbuf) => match read {
                 Ok(0) => break End::Closed,
                 Ok(_) => {
-                    let mut broken = false;
-                    loop {
-                        match codec.decode(&mut rbuf) {
-                            Ok(Some(frame)) => match Message::from_frame(frame) {
-                                Ok(Message::Result { id, payload }) => {
-                                    if let Some(job) = pending.remove(&id) {
-                                        done.push((job, Reply::Value(payload)));
-                                    }
-                                }
-                                Ok(Message::Error { id, error }) => {
-                                    if let Some(job) = pending.remove(&id) {
-                                        done.push((job, Reply::Error(error)));
-                                    }
-                                }
-                                Ok(Message::Pong { .. }) => last_pong = Instant::now(),
-                                Ok(other) => {
-                                    tracing::warn!(worker = handle.id, worker_pid = pid, message = ?other, "unexpected message; dropping the worker");
-                                    broken = true;
-                                    break;
-                                }
-                                Err(e) => {
-                                    tracing::warn!(worker = handle.id, worker_pid = pid, error = %e, "malformed message; dropping the worker");
-                                    broken = true;
-                                    break;
-                                }
-                            },
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::warn!(worker = handle.id, worker_pid = pid, error = %e, "broken channel; dropping the worker");
-                                broken = true;
-                                break;
-                            }
-                        }
-                    }
-                    if broken {
+                    if take_answers(&mut codec, &mut rbuf, &mut pending, &mut done, &mut last_pong, &handle).is_err() {
                         break End::Kill;
                     }
                     turn = !done.is_empty();
@@ -300,6 +266,49 @@ pub(crate) async fn run(
 fn deliver(done: &mut Vec<(Job, Reply)>) {
     for (job, reply) in done.drain(..) {
         let _ = job.reply.send(reply);
+    }
+}
+
+/// Decodes every complete frame read so far: answers move from `pending`
+/// to `done`. `Err` if the worker sent something it must not.
+fn take_answers(
+    codec: &mut FrameCodec,
+    rbuf: &mut BytesMut,
+    pending: &mut Pending,
+    done: &mut Vec<(Job, Reply)>,
+    last_pong: &mut Instant,
+    handle: &WorkerHandle,
+) -> Result<(), ()> {
+    let (worker, pid) = (handle.id, handle.pid);
+    loop {
+        match codec.decode(rbuf) {
+            Ok(Some(frame)) => match Message::from_frame(frame) {
+                Ok(Message::Result { id, payload }) => {
+                    if let Some(job) = pending.remove(&id) {
+                        done.push((job, Reply::Value(payload)));
+                    }
+                }
+                Ok(Message::Error { id, error }) => {
+                    if let Some(job) = pending.remove(&id) {
+                        done.push((job, Reply::Error(error)));
+                    }
+                }
+                Ok(Message::Pong { .. }) => *last_pong = Instant::now(),
+                Ok(other) => {
+                    tracing::warn!(worker, worker_pid = pid, message = ?other, "unexpected message; dropping the worker");
+                    return Err(());
+                }
+                Err(e) => {
+                    tracing::warn!(worker, worker_pid = pid, error = %e, "malformed message; dropping the worker");
+                    return Err(());
+                }
+            },
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(worker, worker_pid = pid, error = %e, "broken channel; dropping the worker");
+                return Err(());
+            }
+        }
     }
 }
 
