@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::error::StartError;
 use super::pool::ProcessPool;
 use super::routing::Routing;
-use crate::protocol::DEFAULT_MAX_FRAME;
+use crate::protocol::{Encoding, DEFAULT_MAX_FRAME};
 
 /// How to start a worker: program, arguments, environment and directory.
 ///
@@ -120,6 +120,8 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     pub(crate) retries: HashMap<String, u32>,
     pub(crate) event_capacity: usize,
+    /// Payload encodings offered to workers; the pool uses the first worker's choice.
+    pub(crate) encodings: Vec<Encoding>,
 }
 
 /// Configures a [`ProcessPool`]; made by [`ProcessPool::builder`].
@@ -157,6 +159,7 @@ impl ProcessPoolBuilder {
                 limits: Limits::default(),
                 retries: HashMap::new(),
                 event_capacity: 1024,
+                encodings: vec![Encoding::Postcard, Encoding::Json],
             },
         }
     }
@@ -357,6 +360,15 @@ impl ProcessPoolBuilder {
     #[cfg(test)]
     pub(crate) fn into_config(self) -> Config {
         self.config
+    }
+
+    /// The payload encoding of every call, instead of the one the first
+    /// worker prefers among postcard and JSON. JSON suits arguments or results
+    /// that postcard cannot carry (`serde_json::Value`, untagged enums,
+    /// flattened structs); workers must accept it (all do, by the protocol).
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.config.encodings = vec![encoding];
+        self
     }
 
     /// Starts the `min` workers, all at once, and waits until each is ready.

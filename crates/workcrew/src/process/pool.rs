@@ -45,6 +45,7 @@ impl ProcessPool {
         let command = config.command.clone();
         let router = Router::new(config.routing);
         let event_capacity = config.event_capacity;
+        let encodings = config.encodings.clone();
         // Started before the pool exists, so the payload encoding can be
         // settled with the first generation.
         let bootstrap = Arc::new(Shared {
@@ -74,7 +75,7 @@ impl ProcessPool {
         let started = start_generation(
             &bootstrap,
             &command,
-            &[Encoding::Postcard, Encoding::Json],
+            &encodings,
             first,
         )
         .await?;

@@ -71,7 +71,13 @@ impl Encoding {
             }
             Encoding::Postcard => {
                 let mut de = postcard::Deserializer::from_bytes(bytes);
-                seed.deserialize(&mut de).map_err(|e| self.error(e))
+                seed.deserialize(&mut de)
+                    .map_err(|e| self.error(e))
+                    .and_then(|v| match de.finalize() {
+                        Ok([]) => Ok(v),
+                        Ok(rest) => Err(self.trailing(rest.len())),
+                        Err(e) => Err(self.error(e)),
+                    })
             }
         };
         decoded.map_err(|e| (at.get(), e))
@@ -85,8 +91,18 @@ impl Encoding {
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, PayloadError> {
         match self {
             Encoding::Json => serde_json::from_slice(bytes).map_err(|e| self.error(e)),
-            Encoding::Postcard => postcard::from_bytes(bytes).map_err(|e| self.error(e)),
+            // Postcard is not self-delimiting against the wrong type: bytes
+            // left over mean the payload was something else.
+            Encoding::Postcard => match postcard::take_from_bytes(bytes) {
+                Ok((value, [])) => Ok(value),
+                Ok((_, rest)) => Err(self.trailing(rest.len())),
+                Err(e) => Err(self.error(e)),
+            },
         }
+    }
+
+    fn trailing(self, left: usize) -> PayloadError {
+        self.error(format!("{left} bytes left over after the value"))
     }
 
     fn error(self, e: impl std::fmt::Display) -> PayloadError {
@@ -187,5 +203,18 @@ mod tests {
         assert!(Encoding::Postcard
             .decode::<String>(&[0xff, 0xff, 0xff])
             .is_err());
+    }
+
+    #[test]
+    fn postcard_refuses_bytes_left_over_after_the_value() {
+        // A string's bytes read as two small integers would silently drop the rest.
+        let text = Encoding::Postcard.encode(&"text").unwrap();
+        let err = Encoding::Postcard.decode::<(u8, u8)>(&text).unwrap_err();
+        assert!(err.to_string().contains("left over"), "{err}");
+        let seq = Encoding::Postcard.encode(&vec![1u64, 2]).unwrap();
+        let mut longer = seq.to_vec();
+        longer.push(0);
+        assert!(Encoding::Postcard.decode_seq::<u64>(&longer).is_err());
+        assert_eq!(Encoding::Postcard.decode_seq::<u64>(&seq).unwrap(), vec![1, 2]);
     }
 }

@@ -298,6 +298,29 @@ impl WorkerBuilder {
         self
     }
 
+    /// Payload encodings the worker accepts, preferred first (the pool picks
+    /// the first one it also speaks). Default: postcard, then JSON. Postcard
+    /// is compact and fast but not self-describing: functions taking or
+    /// returning types such as `serde_json::Value`, untagged enums or
+    /// flattened structs need JSON. An empty list keeps the default.
+    ///
+    /// ```
+    /// use workcrew::protocol::Encoding;
+    /// use workcrew::worker::Worker;
+    ///
+    /// let worker = Worker::builder()
+    ///     .async_function("echo", |v: serde_json::Value| async move { Ok::<_, String>(v) })
+    ///     .encodings([Encoding::Json])
+    ///     .build();
+    /// ```
+    pub fn encodings(mut self, encodings: impl IntoIterator<Item = Encoding>) -> Self {
+        let list: Vec<Encoding> = encodings.into_iter().collect();
+        if !list.is_empty() {
+            self.worker.encodings = list;
+        }
+        self
+    }
+
     /// The worker, ready to serve.
     pub fn build(self) -> Worker {
         self.worker
