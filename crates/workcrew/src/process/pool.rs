@@ -72,13 +72,7 @@ impl ProcessPool {
             counters: Counters::new(),
             events: Hub::new(event_capacity, ProcessEvent::Lagged),
         });
-        let started = start_generation(
-            &bootstrap,
-            &command,
-            &encodings,
-            first,
-        )
-        .await?;
+        let started = start_generation(&bootstrap, &command, &encodings, first).await?;
         let encoding = started[0].1.encoding;
         if let Some((_, odd)) = started.iter().find(|(_, s)| s.encoding != encoding) {
             let pid = odd.pid;

@@ -215,6 +215,9 @@ mod tests {
         let mut longer = seq.to_vec();
         longer.push(0);
         assert!(Encoding::Postcard.decode_seq::<u64>(&longer).is_err());
-        assert_eq!(Encoding::Postcard.decode_seq::<u64>(&seq).unwrap(), vec![1, 2]);
+        assert_eq!(
+            Encoding::Postcard.decode_seq::<u64>(&seq).unwrap(),
+            vec![1, 2]
+        );
     }
 }
