@@ -229,6 +229,8 @@ impl ProcessPool {
             let Some((start, len, answer)) = running.next().await else {
                 break;
             };
+            // Each chunk is one call in the pool's counts.
+            self.inner.counters.record(&answer);
             match answer {
                 Ok(part) if part.len() == len => results.extend(part),
                 Ok(part) => {
