@@ -578,3 +578,84 @@ async fn descriptors_out_of_step_with_frames_end_serving_with_an_error() {
         );
     }
 }
+
+/// Drives a worker with raw bytes: reads its HELLO, writes `bytes` (WELCOME and whatever
+/// follows) in one write, closes our sending side, and returns what the worker said after
+/// HELLO and how serving ended.
+async fn raw_session(bytes: Vec<u8>) -> (Vec<Message>, Result<(), ServeError>) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let worker = tokio::spawn(demo().serve_on(theirs));
+    let mut chan = Framed::new(ours, FrameCodec::default());
+    let hello = tokio::time::timeout(GUARD, chan.next()).await.unwrap();
+    assert!(matches!(
+        Message::from_frame(hello.unwrap().unwrap()),
+        Ok(Message::Hello(_))
+    ));
+    let mut ours = chan.into_inner();
+    tokio::io::AsyncWriteExt::write_all(&mut ours, &bytes)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::shutdown(&mut ours).await.unwrap();
+    let mut chan = Framed::new(ours, FrameCodec::default());
+    let mut said = Vec::new();
+    while let Some(Ok(frame)) = tokio::time::timeout(GUARD, chan.next()).await.unwrap() {
+        said.push(Message::from_frame(frame).unwrap());
+    }
+    let ended = tokio::time::timeout(GUARD, worker).await.unwrap().unwrap();
+    (said, ended)
+}
+
+fn wire(messages: &[Message]) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    for m in messages {
+        tokio_util::codec::Encoder::encode(&mut FrameCodec::default(), m.to_frame(), &mut out)
+            .unwrap();
+    }
+    out.to_vec()
+}
+
+/// Found by fuzzing: a pool announcing a tiny `max_frame` made the worker recurse forever
+/// trying to fit an error into it. Below the protocol's minimum, the channel is broken.
+#[tokio::test]
+async fn a_max_frame_below_the_minimum_ends_serving_with_an_error() {
+    let welcome = Welcome {
+        max_frame: 53,
+        encoding: Encoding::Json,
+        ..Welcome::default()
+    };
+    let call = Message::Call {
+        id: 1,
+        function: String::new(),
+        payload: Bytes::from_static(b"null"),
+    };
+    let (said, ended) = raw_session(wire(&[Message::Welcome(welcome), call])).await;
+    assert!(said.is_empty(), "{said:?}");
+    assert!(
+        matches!(&ended, Err(ServeError::Unexpected(m)) if m.contains("minimum")),
+        "{ended:?}"
+    );
+}
+
+/// Found by fuzzing: calls that arrived in the same read as `WELCOME`, just before end of
+/// file, were dropped unanswered.
+#[tokio::test]
+async fn calls_read_together_with_welcome_before_end_of_file_are_answered() {
+    let welcome = Welcome {
+        encoding: Encoding::Json,
+        ..Welcome::default()
+    };
+    let call = Message::Call {
+        id: 9,
+        function: "add".into(),
+        payload: Bytes::from_static(b"[2,3]"),
+    };
+    let (said, ended) = raw_session(wire(&[Message::Welcome(welcome), call])).await;
+    assert_eq!(
+        said,
+        vec![Message::Result {
+            id: 9,
+            payload: Bytes::from_static(b"5")
+        }]
+    );
+    assert!(ended.is_ok(), "{ended:?}");
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::error::StartError;
 use super::pool::ProcessPool;
 use super::routing::Routing;
-use crate::protocol::{Encoding, DEFAULT_MAX_FRAME};
+use crate::protocol::{Encoding, DEFAULT_MAX_FRAME, MIN_MAX_FRAME};
 
 /// How to start a worker: program, arguments, environment and directory.
 ///
@@ -267,9 +267,9 @@ impl ProcessPoolBuilder {
     }
 
     /// The maximum frame size, both ways (`docs/protocol.md`, section 2).
-    /// Default: 16 MiB.
+    /// Default: 16 MiB; at least 4 KiB (smaller values count as 4 KiB).
     pub fn max_frame(mut self, bytes: usize) -> Self {
-        self.config.max_frame = bytes;
+        self.config.max_frame = bytes.max(MIN_MAX_FRAME);
         self
     }
 

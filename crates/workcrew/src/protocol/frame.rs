@@ -11,6 +11,10 @@ pub const HEADER_LEN: usize = 13;
 /// The default maximum frame size: 16 MiB, counted as the `length` field counts.
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 
+/// The smallest maximum frame size a pool may announce: 4 KiB, room for any `HELLO`-sized
+/// control message and every error a worker must be able to send.
+pub const MIN_MAX_FRAME: usize = 4096;
+
 /// The message types of protocol version 1.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

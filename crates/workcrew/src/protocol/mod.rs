@@ -28,7 +28,9 @@ mod message;
 
 pub use encoding::{Encoding, PayloadError};
 pub use fds::send_with_fds;
-pub use frame::{Frame, FrameCodec, FrameError, FrameType, DEFAULT_MAX_FRAME, HEADER_LEN};
+pub use frame::{
+    Frame, FrameCodec, FrameError, FrameType, DEFAULT_MAX_FRAME, HEADER_LEN, MIN_MAX_FRAME,
+};
 pub use message::{
     ErrorBody, ErrorKind, Hello, Message, MessageError, Welcome, MAX_FDS, PROTOCOL_VERSION,
 };

@@ -38,7 +38,7 @@ use super::handler::{error, panicked, CallFuture, CallResult, Handler};
 use super::{ServeError, Worker};
 use crate::protocol::{
     parse_call, parse_call_fds, peek_frame, put_header, ErrorBody, ErrorKind, FrameRef, FrameType,
-    Hello, Message, Peek, Welcome, DEFAULT_MAX_FRAME, HEADER_LEN, PROTOCOL_VERSION,
+    Hello, Message, Peek, Welcome, DEFAULT_MAX_FRAME, HEADER_LEN, MIN_MAX_FRAME, PROTOCOL_VERSION,
 };
 
 pub(crate) async fn serve_on(worker: Worker, stream: UnixStream) -> Result<(), ServeError> {
@@ -59,6 +59,12 @@ pub(crate) async fn serve_on(worker: Worker, stream: UnixStream) -> Result<(), S
     let Some(welcome) = welcome(&mut chan).await? else {
         return Ok(()); // the pool went away before welcoming us
     };
+    if welcome.max_frame < MIN_MAX_FRAME {
+        return Err(ServeError::Unexpected(format!(
+            "max_frame {} is below the protocol's minimum of {MIN_MAX_FRAME}",
+            welcome.max_frame
+        )));
+    }
     if !worker.encodings.contains(&welcome.encoding) {
         return Err(ServeError::Unexpected(format!(
             "encoding {:?} was not offered",
@@ -112,15 +118,20 @@ impl Serving {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ServeError>> {
         loop {
             let mut read_some = false;
+            let mut eof = false;
             if self.reading {
                 match self.chan.poll_fill(cx) {
-                    Poll::Ready(Ok(0)) => self.reading = false,
+                    Poll::Ready(Ok(0)) => eof = true,
                     Poll::Ready(Ok(_)) => read_some = true,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(io_error(e))),
                     Poll::Pending => {}
                 }
+                // Frames read before the end of file are served first.
                 if let Err(e) = self.handle_frames() {
                     return Poll::Ready(Err(e));
+                }
+                if eof {
+                    self.reading = false;
                 }
             }
             while let Poll::Ready(Some((id, answer))) = self.calls.poll_next_unpin(cx) {
@@ -327,11 +338,14 @@ fn put_error(out: &mut Vec<u8>, id: u64, e: &ErrorBody, max_frame: usize) {
     serde_json::to_writer(&mut *out, e).expect("error bodies always serialise");
     let length = out.len() - at - 4;
     if length > max_frame {
-        // Only a huge message or data can do this; keep the kind, drop the rest.
+        // Only a huge message or data can do this; keep the kind, drop the rest. This one is
+        // far below the smallest `max_frame` a pool may announce (checked at `WELCOME`).
         out.truncate(at);
+        put_header(out, FrameType::Error, id, 0);
         let short = error(e.kind, format!("error of call {id} too large to send"));
-        return put_error(out, id, &short, max_frame);
+        serde_json::to_writer(&mut *out, &short).expect("error bodies always serialise");
     }
+    let length = out.len() - at - 4;
     out[at..at + 4].copy_from_slice(&(length as u32).to_be_bytes());
 }
 
