@@ -1,0 +1,103 @@
+//! Stress over the channel hand-offs between stages: many fast items, small buffers, several
+//! workers per stage, on a multi-thread runtime. A lost wake-up (a worker or the stream parked
+//! while an item waits for it, or a sender whose parked batch was moved but never woken) hangs
+//! the run, which the timeout turns into a failure.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use workcrew::pipeline::Pipeline;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// 3 no-op stages with the given concurrency and buffers (source buffer first).
+fn noop(items: u64, concurrency: usize, buffers: [usize; 4]) -> Pipeline<u64, ()> {
+    Pipeline::from_iter(0..items)
+        .buffer(buffers[0])
+        .stage("a", concurrency, |n| async move { Ok(n) })
+        .buffer(buffers[1])
+        .stage("b", concurrency, |n| async move {
+            // Now and then an item that waits, so batches and single items mix.
+            if n % 97 == 0 {
+                tokio::task::yield_now().await;
+            }
+            Ok(n)
+        })
+        .buffer(buffers[2])
+        .stage("c", concurrency, |n| async move { Ok(n + 1) })
+        .buffer(buffers[3])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_item_arrives_once_with_small_buffers() {
+    const ITEMS: u64 = 20_000;
+    for concurrency in [1, 2, 3] {
+        for buffers in [[0, 0, 0, 0], [1, 1, 1, 1], [2, 0, 3, 1], [32, 1, 32, 0]] {
+            let run = noop(ITEMS, concurrency, buffers).collect();
+            let mut out = tokio::time::timeout(LIMIT, run)
+                .await
+                .unwrap_or_else(|_| panic!("hung: concurrency {concurrency}, buffers {buffers:?}"))
+                .unwrap();
+            out.sort_unstable();
+            assert_eq!(out, (1..=ITEMS).collect::<Vec<_>>(), "buffers {buffers:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_runs_deliver_in_order_with_small_buffers() {
+    const ITEMS: u64 = 20_000;
+    for buffers in [[1, 1, 1, 1], [3, 0, 2, 1]] {
+        let run = noop(ITEMS, 3, buffers).ordered().collect();
+        let out = tokio::time::timeout(LIMIT, run)
+            .await
+            .expect("hung")
+            .unwrap();
+        assert_eq!(out, (1..=ITEMS).collect::<Vec<_>>(), "buffers {buffers:?}");
+    }
+}
+
+/// The stream read from the caller's own thread (`block_on`), as in the benchmark.
+#[test]
+fn a_stream_read_outside_the_runtime_gets_everything() {
+    const ITEMS: u64 = 50_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let n = rt.block_on(async {
+            let mut stream = noop(ITEMS, 2, [32, 32, 32, 32]).run();
+            let mut n = 0;
+            tokio::time::timeout(LIMIT, async {
+                while let Some(item) = stream.next().await {
+                    item.unwrap();
+                    n += 1;
+                }
+            })
+            .await
+            .expect("hung");
+            n
+        });
+        assert_eq!(n, ITEMS);
+    }
+}
+
+/// Dropping the stream while every channel is full (senders blocked with parked
+/// batches) ends every task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_full_channels_ends_every_task() {
+    for buffers in [[1, 1, 1, 1], [32, 32, 32, 32]] {
+        let mut stream = noop(u64::MAX, 2, buffers).run();
+        for _ in 0..100 {
+            stream.next().await.unwrap().unwrap();
+        }
+        // Let every stage fill its output and block.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let report = tokio::time::timeout(LIMIT, stream.shutdown())
+            .await
+            .expect("shutdown hung");
+        assert!(report.stats.stages.iter().all(|s| s.workers == 0));
+    }
+}
