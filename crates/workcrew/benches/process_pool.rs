@@ -5,9 +5,13 @@
 //! ```
 //!
 //! The workers are this benchmark binary re-executed in worker mode (built with
-//! [`workcrew::worker`]), so no other program is needed.
+//! [`workcrew::worker`], one thread each), so no other program is needed.
 //!
-//! - `echo_calls_per_s`: 100,000 trivial echo calls issued at once to 2 workers.
+//! Criterion reports its statistics first (group `process_pool`: a burst of 100,000 echo calls,
+//! a map of 1,000,000 items, one call at a time and, as its baseline, a raw socket-pair round
+//! trip). Then the figures, each measured again:
+//!
+//! - `echo_calls_per_s`: 100,000 trivial echo calls issued at once to 2 workers (median of 5).
 //! - `call_p50_us` / `call_p99_us`: one call at a time; `ratio call_p50/raw_p50` compares with a
 //!   raw round trip of a 16-byte frame over a socket pair to a child process that echoes it
 //!   (the physical limit).
@@ -23,6 +27,7 @@ use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use criterion::{Criterion, SamplingMode, Throughput};
 use futures::stream::{FuturesUnordered, StreamExt};
 use workcrew::process::ProcessPool;
 use workcrew::worker::Worker;
@@ -74,22 +79,14 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 fn raw_round_trip_p50(rounds: usize) -> Duration {
-    let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(MODE_ENV, "raw")
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .spawn()
-        .unwrap();
-    let mut buf = [7u8; 16];
+    let mut raw = RawEcho::start();
     let mut samples = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let t = Instant::now();
-        ours.write_all(&buf).unwrap();
-        ours.read_exact(&mut buf).unwrap();
+        raw.round_trip();
         samples.push(t.elapsed());
     }
-    drop(ours);
-    let _ = child.wait();
+    raw.stop();
     samples.sort();
     percentile(&samples, 0.5)
 }
@@ -104,6 +101,114 @@ async fn latencies(p: &ProcessPool, rounds: usize) -> Vec<Duration> {
     }
     samples.sort();
     samples
+}
+
+/// A child that echoes raw 16-byte frames, and our end of its socket pair.
+struct RawEcho {
+    sock: std::os::unix::net::UnixStream,
+    child: std::process::Child,
+}
+
+impl RawEcho {
+    fn start() -> Self {
+        let (sock, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .env(MODE_ENV, "raw")
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .spawn()
+            .unwrap();
+        RawEcho { sock, child }
+    }
+
+    fn round_trip(&mut self) {
+        let mut buf = [7u8; 16];
+        self.sock.write_all(&buf).unwrap();
+        self.sock.read_exact(&mut buf).unwrap();
+    }
+
+    fn stop(self) {
+        let RawEcho { sock, mut child } = self;
+        drop(sock);
+        let _ = child.wait();
+    }
+}
+
+/// `calls` echo calls issued at once; the time until every answer is in.
+async fn echo_burst(p: &ProcessPool, calls: u64) -> Duration {
+    let t = Instant::now();
+    let mut running: FuturesUnordered<_> = (0..calls)
+        .map(|i| async move { (i, p.call::<_, u64>("echo", &i).await) })
+        .collect();
+    let mut answered = 0u64;
+    while let Some((i, r)) = running.next().await {
+        assert!(matches!(r, Ok(v) if v == i));
+        answered += 1;
+    }
+    assert_eq!(answered, calls);
+    t.elapsed()
+}
+
+/// Criterion statistics, each pool figure next to its baseline from the same run: a burst of
+/// 100,000 echo calls; one call at a time against a raw socket-pair round trip; a map of
+/// 1,000,000 items.
+fn bench_criterion(c: &mut Criterion, rt: &tokio::runtime::Runtime, p: &ProcessPool) {
+    let mut g = c.benchmark_group("process_pool");
+    g.sampling_mode(SamplingMode::Flat).sample_size(10);
+    g.throughput(Throughput::Elements(100_000));
+    g.bench_function("echo_burst_100k", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += echo_burst(p, 100_000).await;
+                }
+                total
+            })
+        })
+    });
+    g.throughput(Throughput::Elements(1_000_000));
+    g.bench_function("map_1m", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    let out: Vec<u64> = p.map("echo", 0..1_000_000u64).await.unwrap();
+                    assert_eq!(out.len(), 1_000_000);
+                }
+                t.elapsed()
+            })
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(50);
+    g.bench_function("call_round_trip", |b| {
+        b.iter_custom(|iters| {
+            let p = p.clone();
+            rt.block_on(async move {
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    for i in 0..iters {
+                        let _: u64 = p.call("echo", &i).await.unwrap();
+                    }
+                    t.elapsed()
+                })
+                .await
+                .unwrap()
+            })
+        })
+    });
+    let mut raw = RawEcho::start();
+    g.bench_function("raw_socketpair_round_trip", |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                raw.round_trip();
+            }
+            t.elapsed()
+        })
+    });
+    raw.stop();
+    g.finish();
 }
 
 async fn pool(workers: usize, mode: &str) -> ProcessPool {
@@ -134,6 +239,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if benchmarking {
+        let p = rt.block_on(pool(2, "worker"));
+        let mut criterion = Criterion::default().configure_from_args();
+        bench_criterion(&mut criterion, &rt, &p);
+        criterion.final_summary();
+        rt.block_on(p.stop());
+    }
     rt.block_on(async {
         // Start-up: build to first answer.
         let t = Instant::now();
@@ -141,21 +253,15 @@ fn main() {
         let _: u64 = p.call("echo", &1u64).await.unwrap();
         let startup = t.elapsed();
 
-        // Throughput: all calls issued at once, answers taken as they come.
-        let t = Instant::now();
-        let mut running: FuturesUnordered<_> = (0..calls)
-            .map(|i| {
-                let p = &p;
-                async move { (i, p.call::<_, u64>("echo", &i).await) }
-            })
-            .collect();
-        let mut answered = 0u64;
-        while let Some((i, r)) = running.next().await {
-            assert!(matches!(r, Ok(v) if v == i));
-            answered += 1;
+        // Throughput: all calls issued at once, answers taken as they come;
+        // the median of 5 bursts, after one to warm up (as criterion does).
+        echo_burst(&p, calls).await;
+        let mut bursts = Vec::new();
+        for _ in 0..5 {
+            bursts.push(echo_burst(&p, calls).await);
         }
-        let elapsed = t.elapsed();
-        assert_eq!(answered, calls);
+        bursts.sort();
+        let elapsed = bursts[2];
         let calls_per_s = calls as f64 / elapsed.as_secs_f64();
 
         // Batched map: results in order.
