@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::StreamExt;
 use workcrew::process::{CallError, ProcessPool, StartError};
 
 fn demo_worker() -> PathBuf {
@@ -435,4 +436,56 @@ async fn an_accepted_connection_is_passed_to_a_worker_and_served_there() {
     let pids = pool.worker_pids();
     pool.stop().await;
     assert!(all_gone(&pids).await);
+}
+
+/// A call that ignores its cancel past the grace period gets its worker killed, but only after
+/// the other calls that worker holds have finished: only the timed-out call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_for_an_ignored_cancel_first_finishes_its_other_calls() {
+    use workcrew::process::{CallOptions, ProcessEvent, RecycleReason};
+    let pool = ProcessPool::builder("python3")
+        .arg(demo_worker())
+        .env("DEMO_CONCURRENCY", "2")
+        .workers(1)
+        .cancel_grace(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let mut events = pool.events();
+    let before = pool.worker_pids();
+    let hung = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let options = CallOptions::new().timeout(Duration::from_millis(200));
+            pool.call_with::<_, String>("hang", &30, &options).await
+        })
+    };
+    let other = {
+        let pool = pool.clone();
+        // Still running when the hung call's grace ends (500 ms), done well before
+        // the worker's last grace (800 ms).
+        tokio::spawn(async move { pool.call::<_, String>("sleep", &0.65).await })
+    };
+    assert!(hung.await.unwrap().unwrap_err().is_timeout());
+    // The other call ran to its end on the doomed worker, well past the grace.
+    assert_eq!(other.await.unwrap().unwrap(), "slept");
+    let mut retired = false;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(10), events.next()).await {
+        match event {
+            ProcessEvent::Recycled { reason, .. } => {
+                retired = reason == RecycleReason::Unresponsive;
+            }
+            ProcessEvent::Exited { lost_calls, .. } => {
+                assert_eq!(lost_calls, 1, "only the hung call was held at the kill");
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(retired, "the worker was retired as unresponsive first");
+    let after = replacement(&pool, &before).await;
+    let s: String = pool.call("echo", "fresh").await.unwrap();
+    assert_eq!(s, "fresh");
+    pool.stop().await;
+    assert!(all_gone(&before).await && all_gone(&after).await);
 }

@@ -32,7 +32,7 @@ use tokio::process::Child;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
-use super::events::ProcessEvent;
+use super::events::{ProcessEvent, RecycleReason};
 use super::spawn::{describe, reap, Started};
 use super::state::{Exchange, Job, Reply, Shared, WorkerHandle};
 use crate::protocol::{FrameCodec, FrameType, Message};
@@ -42,6 +42,7 @@ pub(crate) struct Settings {
     pub(crate) heartbeat: Option<Duration>,
     pub(crate) stop_timeout: Duration,
     pub(crate) stop_signal: i32,
+    pub(crate) cancel_grace: Duration,
 }
 
 /// Call ids are unique counters: hashing them is wasted work.
@@ -102,6 +103,9 @@ pub(crate) async fn run(
     let mut nonce = 0u64;
     // Cancelled calls whose worker is killed if they stay unanswered.
     let mut kill_at: Vec<(Instant, u64)> = Vec::new();
+    // Set when such a call overstayed while the worker held others: it takes no
+    // new calls, its other calls get one more grace to finish, then it is killed.
+    let mut doomed: Option<Instant> = None;
     let mut stop_by: Option<Instant> = None;
     // Answers read but not yet delivered: they are delivered after the
     // exchange that counts them, so a caller never sees its answer while its
@@ -167,7 +171,22 @@ pub(crate) async fn run(
             exchange.shutdown = false;
         }
         kill_at.retain(|(_, id)| pending.contains_key(id));
-        let next_kill = kill_at.iter().map(|(at, _)| *at).min();
+        if doomed.is_some() && only_overdue(&pending, &kill_at) {
+            tracing::warn!(
+                worker = handle.id,
+                worker_pid = pid,
+                "its other calls are done; killing the worker that ignored a cancel"
+            );
+            break End::Kill;
+        }
+        // Deadlines already passed (a doomed worker's overdue calls) do not
+        // wake the loop again.
+        let now = Instant::now();
+        let next_kill = kill_at
+            .iter()
+            .map(|(at, _)| *at)
+            .filter(|at| *at > now || doomed.is_none())
+            .min();
         tokio::select! {
             read = read_some(rd.as_ref(), &mut scratch, &mut rbuf) => match read {
                 Ok(0) => break End::Closed,
@@ -195,9 +214,24 @@ pub(crate) async fn run(
             () = sleep_until_opt(next_kill) => {
                 let now = Instant::now();
                 if kill_at.iter().any(|(at, id)| *at <= now && pending.contains_key(id)) {
-                    tracing::warn!(worker = handle.id, worker_pid = pid, "a cancelled call was not answered in time; killing the worker");
-                    break End::Kill;
+                    if only_overdue(&pending, &kill_at) {
+                        tracing::warn!(worker = handle.id, worker_pid = pid, "a cancelled call was not answered in time; killing the worker");
+                        break End::Kill;
+                    }
+                    if doomed.is_none() {
+                        // Other calls are running: let them finish first, so only
+                        // the call that timed out fails.
+                        tracing::warn!(worker = handle.id, worker_pid = pid, "a cancelled call was not answered in time; the worker finishes its other calls, then is killed");
+                        doomed = Some(now + settings.cancel_grace);
+                        if let Some(pool) = shared.upgrade() {
+                            pool.retire(handle.id, RecycleReason::Unresponsive);
+                        }
+                    }
                 }
+            }
+            () = sleep_until_opt(doomed) => {
+                tracing::warn!(worker = handle.id, worker_pid = pid, "its other calls did not finish in time; killing the worker that ignored a cancel");
+                break End::Kill;
             }
             () = tick(&mut ping_every) => {
                 let interval = heartbeat.unwrap_or_default();
@@ -267,6 +301,15 @@ fn deliver(done: &mut Vec<(Job, Reply)>) {
     for (job, reply) in done.drain(..) {
         let _ = job.reply.send(reply);
     }
+}
+
+/// Whether every call still held is one whose cancel went unanswered past
+/// its grace (so killing the worker fails no other call).
+fn only_overdue(pending: &Pending, kill_at: &[(Instant, u64)]) -> bool {
+    let now = Instant::now();
+    pending
+        .keys()
+        .all(|id| kill_at.iter().any(|(at, k)| k == id && *at <= now))
 }
 
 /// Decodes every complete frame read so far: answers move from `pending`

@@ -81,4 +81,7 @@ pub enum RecycleReason {
     Idle,
     /// `recycle()` or `reload()` replaced its generation.
     Reload,
+    /// A call it held ignored `CANCEL` past the grace period: it finishes its
+    /// other calls (within one more grace), then is killed.
+    Unresponsive,
 }

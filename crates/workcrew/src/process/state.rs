@@ -290,6 +290,23 @@ impl Shared {
         self.supervisor.notify_one();
     }
 
+    /// Retires worker `id` for `reason` (no new calls; a replacement starts
+    /// if the pool drops below `min`).
+    pub(crate) fn retire(&self, id: u64, reason: RecycleReason) {
+        let handle = {
+            let mut st = self.lock();
+            let Some(entry) = st.workers.iter_mut().find(|w| w.handle.id == id) else {
+                return;
+            };
+            if entry.retiring.is_some() {
+                return;
+            }
+            entry.retiring = Some(reason);
+            Arc::clone(&entry.handle)
+        };
+        self.retired(&handle, reason);
+    }
+
     /// Asks every worker to cancel call `id` (only the one holding it acts).
     pub(crate) fn cancel(&self, id: u64, kill_after: Option<Duration>) {
         // A call still queued needs nothing: its caller dropped the receiver,

@@ -310,6 +310,7 @@ pub(crate) fn register(
         heartbeat: config.heartbeat,
         stop_timeout: config.stop_timeout,
         stop_signal: config.stop_signal,
+        cancel_grace: config.cancel_grace,
     };
     let task = tokio::spawn(conn::run(
         Arc::downgrade(pool),
