@@ -489,3 +489,43 @@ async fn a_worker_killed_for_an_ignored_cancel_first_finishes_its_other_calls() 
     pool.stop().await;
     assert!(all_gone(&before).await && all_gone(&after).await);
 }
+
+/// `events()` starts with the workers live at that moment (the first ones were ready before
+/// `build()` returned), then follows the pool to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_start_with_the_live_workers_and_end_after_stop() {
+    use workcrew::process::ProcessEvent;
+    let pool = pool(2).await;
+    let pids = pool.worker_pids();
+    let mut events = pool.events();
+    let mut ready = Vec::new();
+    for _ in 0..2 {
+        match tokio::time::timeout(Duration::from_secs(10), events.next()).await {
+            Ok(Some(ProcessEvent::Ready { pid, functions, .. })) => {
+                assert!(functions.iter().any(|f| f == "echo"), "{functions:?}");
+                ready.push(pid);
+            }
+            other => panic!("expected Ready, got {other:?}"),
+        }
+    }
+    assert_eq!(ready, pids);
+    pool.stop().await;
+    let rest: Vec<ProcessEvent> = tokio::time::timeout(Duration::from_secs(10), events.collect())
+        .await
+        .expect("the stream ends after stop");
+    let exited: Vec<u32> = rest
+        .iter()
+        .filter_map(|e| match e {
+            ProcessEvent::Exited {
+                pid,
+                expected: true,
+                ..
+            } => Some(*pid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(exited.len(), 2, "{rest:?}");
+    assert!(pids.iter().all(|p| exited.contains(p)));
+    assert_eq!(rest.last(), Some(&ProcessEvent::Stopped));
+    assert!(all_gone(&pids).await);
+}

@@ -259,11 +259,31 @@ impl ProcessPool {
     }
 
     /// Events of the pool's workers (spawned, ready, exited, recycled, calls
-    /// retried, stopped). The stream ends after [`ProcessEvent::Stopped`].
-    /// Events are not kept for a subscriber that falls behind: it gets
-    /// [`ProcessEvent::Lagged`] instead.
+    /// retried, stopped). The stream starts with a [`ProcessEvent::Ready`] for
+    /// each worker live at the moment of the call (so the first workers, ready
+    /// before `build()` returned, are seen too), then follows what happens. It
+    /// ends after [`ProcessEvent::Stopped`]. Events are not kept for a
+    /// subscriber that falls behind: it gets [`ProcessEvent::Lagged`] instead.
     pub fn events(&self) -> impl Stream<Item = ProcessEvent> + Send + Unpin + 'static {
-        self.inner.events.subscribe()
+        let st = self.inner.lock();
+        let live: Vec<ProcessEvent> = st
+            .workers
+            .iter()
+            .map(|w| {
+                let mut functions: Vec<String> = w.handle.functions.iter().cloned().collect();
+                functions.sort();
+                ProcessEvent::Ready {
+                    worker: w.handle.id,
+                    pid: w.handle.pid,
+                    functions,
+                }
+            })
+            .collect();
+        // Subscribed under the same lock as the list: no worker is missed or
+        // announced twice.
+        let later = self.inner.events.subscribe();
+        drop(st);
+        futures::StreamExt::chain(futures::stream::iter(live), later)
     }
 
     /// Process ids of the live workers, in start order.

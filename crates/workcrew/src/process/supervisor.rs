@@ -282,7 +282,8 @@ pub(crate) fn register(
         let share = pool.lock().router.below(1 << 16) as f64 / f64::from(1u32 << 16);
         now + age + jitter.mul_f64(share)
     });
-    let functions = hello.functions.clone();
+    let mut functions = hello.functions.clone();
+    functions.sort();
     {
         let mut st = pool.lock();
         if counted {
@@ -304,6 +305,13 @@ pub(crate) fn register(
             generation,
             outbox: Vec::new(),
             cancels: Vec::new(),
+        });
+        // Sent under the lock: `events()` lists the live workers under it too,
+        // so a subscriber sees each worker's `Ready` exactly once.
+        pool.events.send(ProcessEvent::Ready {
+            worker: id,
+            pid: handle.pid,
+            functions: functions.clone(),
         });
     }
     let settings = Settings {
@@ -328,11 +336,6 @@ pub(crate) fn register(
         ?functions,
         "worker ready"
     );
-    pool.events.send(ProcessEvent::Ready {
-        worker: id,
-        pid: handle.pid,
-        functions,
-    });
     handle
 }
 
