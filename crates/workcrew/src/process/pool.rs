@@ -1,26 +1,22 @@
 //! The public pool handle: calls, recycling, stats, events, stop.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use futures::stream::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::Notify;
 
 use super::builder::{Config, WorkerCommand};
 use super::call::{CallOptions, Function};
 use super::error::{CallError, StartError};
 use super::events::{ProcessEvent, RecycleReason};
 use super::future::{CallFuture, NO_OPTIONS};
-use super::routing::Router;
 use super::state::{Shared, State};
-use super::stats::{Counters, ProcessPoolStats};
+use super::stats::ProcessPoolStats;
 use super::supervisor::{self, register, start_generation};
-use crate::events::Hub;
 use crate::protocol::Encoding;
 
 /// A pool of worker processes serving named functions.
@@ -43,35 +39,10 @@ impl ProcessPool {
     pub(crate) async fn start(config: Config) -> Result<ProcessPool, StartError> {
         let first = config.min_workers.max(1);
         let command = config.command.clone();
-        let router = Router::new(config.routing);
-        let event_capacity = config.event_capacity;
         let encodings = config.encodings.clone();
         // Started before the pool exists, so the payload encoding can be
         // settled with the first generation.
-        let bootstrap = Arc::new(Shared {
-            config,
-            state: Mutex::new(State {
-                workers: Vec::new(),
-                queue: VecDeque::new(),
-                router,
-                starting: 0,
-                stopping: false,
-                crash_loop: None,
-                command: command.clone(),
-                generation: 1,
-                next_worker: 0,
-                crashes: VecDeque::new(),
-                last_function: None,
-            }),
-            encoding: Encoding::Postcard,
-            next_call: AtomicU64::new(1),
-            room: Notify::new(),
-            room_waiters: AtomicUsize::new(0),
-            settled: Notify::new(),
-            supervisor: Arc::new(Notify::new()),
-            counters: Counters::new(),
-            events: Hub::new(event_capacity, ProcessEvent::Lagged),
-        });
+        let bootstrap = Arc::new(Shared::new(config, Encoding::Postcard));
         let started = start_generation(&bootstrap, &command, &encodings, first).await?;
         let encoding = started[0].1.encoding;
         if let Some((_, odd)) = started.iter().find(|(_, s)| s.encoding != encoding) {

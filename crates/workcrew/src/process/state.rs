@@ -202,6 +202,34 @@ pub(crate) enum Rejected {
 }
 
 impl Shared {
+    /// A pool with no workers yet, calls encoded with `encoding`.
+    pub(crate) fn new(config: Config, encoding: Encoding) -> Self {
+        Shared {
+            state: Mutex::new(State {
+                workers: Vec::new(),
+                queue: VecDeque::new(),
+                router: Router::new(config.routing),
+                starting: 0,
+                stopping: false,
+                crash_loop: None,
+                command: config.command.clone(),
+                generation: 1,
+                next_worker: 0,
+                crashes: VecDeque::new(),
+                last_function: None,
+            }),
+            events: Hub::new(config.event_capacity, ProcessEvent::Lagged),
+            config,
+            encoding,
+            next_call: AtomicU64::new(1),
+            room: Notify::new(),
+            room_waiters: AtomicUsize::new(0),
+            settled: Notify::new(),
+            supervisor: Arc::new(Notify::new()),
+            counters: Counters::new(),
+        }
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -393,46 +393,18 @@ mod tests {
     //! state with stand-in workers (no processes): when an idle worker is
     //! reaped, when an old one retires, how long a failed start backs off.
 
-    use std::collections::VecDeque;
-    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+    use std::sync::atomic::AtomicBool;
     use std::sync::Mutex;
     use std::time::Duration;
 
     use tokio::sync::Notify;
 
     use super::*;
-    use crate::events::Hub;
     use crate::process::builder::{Config, ProcessPoolBuilder};
-    use crate::process::routing::Router;
-    use crate::process::state::State;
-    use crate::process::stats::Counters;
     use crate::protocol::Encoding;
 
     fn pool(config: Config) -> Arc<Shared> {
-        Arc::new(Shared {
-            state: Mutex::new(State {
-                workers: Vec::new(),
-                queue: VecDeque::new(),
-                router: Router::new(config.routing),
-                starting: 0,
-                stopping: false,
-                crash_loop: None,
-                command: config.command.clone(),
-                generation: 1,
-                next_worker: 0,
-                crashes: VecDeque::new(),
-                last_function: None,
-            }),
-            config,
-            encoding: Encoding::Postcard,
-            next_call: AtomicU64::new(1),
-            room: Notify::new(),
-            room_waiters: AtomicUsize::new(0),
-            settled: Notify::new(),
-            supervisor: Arc::new(Notify::new()),
-            counters: Counters::new(),
-            events: Hub::new(16, ProcessEvent::Lagged),
-        })
+        Arc::new(Shared::new(config, Encoding::Postcard))
     }
 
     /// A stand-in worker: idle since now, optionally holding calls.
