@@ -29,4 +29,5 @@ pub mod pipeline;
 pub mod process;
 pub mod protocol;
 pub mod task;
+mod wait;
 pub mod worker;

@@ -20,6 +20,7 @@ use super::source;
 use super::stage::{self, AsyncFn, BlockingFn, StageFn};
 use super::stats::{QueueDepth, StageShared};
 use super::stream::{Collected, PipelineStream};
+use crate::wait::{cancelled_opt, sleep_until_opt};
 
 /// The channel capacity after the source and after each stage unless
 /// [`Pipeline::buffer`] says otherwise.
@@ -424,18 +425,8 @@ async fn watch<E>(
     deadline: Option<Instant>,
     limit: Duration,
 ) {
-    let cancelled = async {
-        match &cancel {
-            Some(token) => token.cancelled().await,
-            None => std::future::pending().await,
-        }
-    };
-    let expired = async {
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
+    let cancelled = cancelled_opt(cancel.as_ref());
+    let expired = sleep_until_opt(deadline);
     tokio::select! {
         biased;
         () = run.stop.cancelled() => {}

@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 use tokio::time::Instant;
@@ -35,7 +35,8 @@ use tokio_util::codec::Decoder;
 use super::events::{ProcessEvent, RecycleReason};
 use super::spawn::{describe, reap, Started};
 use super::state::{Exchange, Job, Reply, Shared, WorkerHandle};
-use crate::protocol::{FrameCodec, FrameType, Message};
+use crate::protocol::{put_call_frame, put_header, FrameCodec, FrameType, Message};
+use crate::wait::sleep_until_opt;
 
 /// What the connection needs from the pool's settings.
 pub(crate) struct Settings {
@@ -415,20 +416,12 @@ async fn finish(child: &mut Child, end: End, stop_by: Option<Instant>, s: &Setti
 
 /// Appends a `CALL` (or `CALL_MANY`) frame for `job` (`docs/protocol.md`, 3.3).
 fn put_call(buf: &mut BytesMut, job: &Job) {
-    let name = job.function.as_bytes();
-    let len = name.len().min(u16::MAX as usize);
     let kind = if job.many {
         FrameType::CallMany
     } else {
         FrameType::Call
     };
-    buf.reserve(4 + 9 + 2 + len + job.payload.len());
-    buf.put_u32((9 + 2 + len + job.payload.len()) as u32);
-    buf.put_u8(kind as u8);
-    buf.put_u64(job.id);
-    buf.put_u16(len as u16);
-    buf.put_slice(&name[..len]);
-    buf.put_slice(&job.payload);
+    put_call_frame(buf, kind, job.id, &job.function, &job.payload);
 }
 
 /// Writes what is buffered, then a `CALL_FDS` frame for `job` with `fds`
@@ -463,9 +456,7 @@ async fn send_fds_call(
 
 /// Appends a frame with an empty body (`CANCEL`, `PING`, `SHUTDOWN`).
 fn put_empty(buf: &mut BytesMut, kind: FrameType, id: u64) {
-    buf.put_u32(9);
-    buf.put_u8(kind as u8);
-    buf.put_u64(id);
+    put_header(buf, kind, id, 0);
 }
 
 async fn tick(interval: &mut Option<tokio::time::Interval>) {
@@ -473,13 +464,6 @@ async fn tick(interval: &mut Option<tokio::time::Interval>) {
         Some(i) => {
             i.tick().await;
         }
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -29,6 +29,7 @@ use super::error::CallError;
 use super::pool::ProcessPool;
 use super::state::{Job, Rejected, Reply, Shared};
 use crate::protocol::ErrorKind;
+use crate::wait::{cancelled_opt, sleep_until_opt};
 
 /// The future of [`ProcessPool::call`] and [`ProcessPool::call_with`].
 pub(crate) struct CallFuture<'a, A: ?Sized, R> {
@@ -347,7 +348,7 @@ impl ProcessPool {
                     call_id: id,
                     timeout: timeout.unwrap_or_default(),
                 }),
-                () = cancelled_opt(options) => return Err(CallError::Cancelled {
+                () = cancelled_opt(options.token.as_ref()) => return Err(CallError::Cancelled {
                     function: function.to_string(),
                     call_id: id,
                 }),
@@ -381,7 +382,7 @@ impl ProcessPool {
                     timeout: timeout.unwrap_or_default(),
                 })
             }
-            () = cancelled_opt(options) => {
+            () = cancelled_opt(options.token.as_ref()) => {
                 inner.cancel(id, None);
                 Err(CallError::Cancelled {
                     function: function.to_owned(),
@@ -504,19 +505,5 @@ impl Drop for CancelOnDrop<'_> {
         if self.armed {
             self.pool.cancel(self.id, None);
         }
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn cancelled_opt(options: &CallOptions) {
-    match &options.token {
-        Some(token) => token.cancelled().await,
-        None => std::future::pending().await,
     }
 }

@@ -142,11 +142,11 @@ pub(crate) fn peek_frame(src: &[u8], max_frame: usize) -> Result<Peek<'_>, Frame
 }
 
 /// Appends a frame header for a body of `body_len` bytes to `dst`.
-pub(crate) fn put_header(dst: &mut Vec<u8>, kind: FrameType, id: u64, body_len: usize) {
+pub(crate) fn put_header(dst: &mut impl BufMut, kind: FrameType, id: u64, body_len: usize) {
     // Callers check the maximum frame size, far below `u32::MAX`.
-    dst.extend_from_slice(&((HEADER_LEN - 4 + body_len) as u32).to_be_bytes());
-    dst.push(kind as u8);
-    dst.extend_from_slice(&id.to_be_bytes());
+    dst.put_u32((HEADER_LEN - 4 + body_len) as u32);
+    dst.put_u8(kind as u8);
+    dst.put_u64(id);
 }
 
 /// The channel carried something that is not a valid frame; the channel is

@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::encoding::Encoding;
-use super::frame::{Frame, FrameType, DEFAULT_MAX_FRAME};
+use super::frame::{put_header, Frame, FrameType, DEFAULT_MAX_FRAME};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -250,14 +250,32 @@ pub(crate) fn parse_call_fds(id: u64, body: &[u8]) -> Result<(u8, &str, &[u8]), 
 }
 
 /// Appends a call body (`u16` name length, name, payload) to `b`.
-fn put_call(b: &mut BytesMut, function: &str, payload: &[u8]) {
+fn put_call(b: &mut impl BufMut, function: &str, payload: &[u8]) {
+    let name = call_name(function);
+    b.put_u16(name.len() as u16);
+    b.put_slice(name);
+    b.put_slice(payload);
+}
+
+/// A function's name as a `CALL` body carries it. Names are short; a longer
+/// one is cut at the length field's limit and so refused by the worker as an
+/// unknown function.
+fn call_name(function: &str) -> &[u8] {
     let name = function.as_bytes();
-    // Names are short; a longer one is cut at the length field's limit
-    // and so refused by the worker as an unknown function.
-    let len = name.len().min(u16::MAX as usize);
-    b.put_u16(len as u16);
-    b.extend_from_slice(&name[..len]);
-    b.extend_from_slice(payload);
+    &name[..name.len().min(u16::MAX as usize)]
+}
+
+/// Appends a whole `CALL` or `CALL_MANY` frame (`kind`) to `dst`: the pool's
+/// hot path, with no intermediate body.
+pub(crate) fn put_call_frame(
+    dst: &mut impl BufMut,
+    kind: FrameType,
+    id: u64,
+    function: &str,
+    payload: &[u8],
+) {
+    put_header(dst, kind, id, 2 + call_name(function).len() + payload.len());
+    put_call(dst, function, payload);
 }
 
 impl Message {
@@ -271,19 +289,19 @@ impl Message {
                 id,
                 function,
                 payload,
-            } => {
-                let mut b = BytesMut::with_capacity(2 + function.len() + payload.len());
-                put_call(&mut b, function, payload);
-                (FrameType::Call, *id, b.freeze())
             }
-            Message::CallMany {
+            | Message::CallMany {
                 id,
                 function,
                 payload,
             } => {
+                let kind = match self {
+                    Message::Call { .. } => FrameType::Call,
+                    _ => FrameType::CallMany,
+                };
                 let mut b = BytesMut::with_capacity(2 + function.len() + payload.len());
                 put_call(&mut b, function, payload);
-                (FrameType::CallMany, *id, b.freeze())
+                (kind, *id, b.freeze())
             }
             Message::CallFds {
                 id,

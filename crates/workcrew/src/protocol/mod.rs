@@ -36,4 +36,4 @@ pub use message::{
 };
 
 pub(crate) use frame::{peek_frame, put_header, FrameRef, Peek};
-pub(crate) use message::{parse_call, parse_call_fds};
+pub(crate) use message::{parse_call, parse_call_fds, put_call_frame};
