@@ -165,22 +165,16 @@ impl Serving {
             let len = frame.wire_len();
             let (id, encoding, max_frame) = (frame.id, self.encoding, self.max_frame);
             match frame.kind {
-                FrameType::Call => {
+                FrameType::Call | FrameType::CallMany => {
                     let (name, payload) = parse_call(id, frame.body)?;
-                    let begin = |h: &dyn Handler| h.call(encoding, payload, Vec::new());
-                    start(
-                        &self.worker,
-                        &self.calls,
-                        output,
-                        max_frame,
-                        id,
-                        name,
-                        begin,
-                    );
-                }
-                FrameType::CallMany => {
-                    let (name, payload) = parse_call(id, frame.body)?;
-                    let begin = |h: &dyn Handler| h.call_many(encoding, payload);
+                    let many = frame.kind == FrameType::CallMany;
+                    let begin = |h: &dyn Handler| {
+                        if many {
+                            h.call_many(encoding, payload)
+                        } else {
+                            h.call(encoding, payload, Vec::new())
+                        }
+                    };
                     start(
                         &self.worker,
                         &self.calls,
