@@ -2,11 +2,14 @@
 //! typed errors, a burst spreading over the workers, a crash failing only its call, a worker
 //! that never becomes ready, and no worker process outliving `stop` or the pool.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
 use workcrew::process::{CallError, ProcessPool, StartError};
+
+mod support;
+use support::processes::{all_gone, replacement};
 
 fn demo_worker() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../workers/python/demo_worker.py")
@@ -19,22 +22,6 @@ async fn pool(workers: usize) -> ProcessPool {
         .build()
         .await
         .expect("python3 must be installed to run the reference worker")
-}
-
-/// Whether process `pid` still exists (a zombie counts: it must be reaped too).
-fn exists(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Waits (bounded) until none of `pids` exists.
-async fn all_gone(pids: &[u32]) -> bool {
-    for _ in 0..500 {
-        if pids.iter().all(|&p| !exists(p)) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,22 +109,6 @@ async fn a_crash_fails_only_its_call_and_names_the_exit_code() {
     let replaced = replacement(&pool, &pids).await;
     pool.stop().await;
     assert!(all_gone(&pids).await && all_gone(&replaced).await);
-}
-
-/// Waits (bounded) until the pool is back to `before.len()` workers with at least one new pid;
-/// returns the current pids.
-async fn replacement(pool: &ProcessPool, before: &[u32]) -> Vec<u32> {
-    for _ in 0..1000 {
-        let now = pool.worker_pids();
-        if now.len() == before.len() && now.iter().any(|p| !before.contains(p)) {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "no replacement worker appeared (before {before:?}, now {:?})",
-        pool.worker_pids()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,9 @@ use workcrew::process::{
     StartError, WorkerCommand,
 };
 
+mod support;
+use support::processes::{all_gone, exists};
+
 /// A last resort against a hung test: far above any duration a test uses, so it never decides
 /// a result on a healthy pool.
 const BOUND: Duration = Duration::from_secs(20);
@@ -93,22 +96,6 @@ fn scratch(name: &str) -> PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Whether process `pid` still exists (a zombie counts: it must be reaped too).
-fn exists(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Waits (bounded, 5 s) until none of `pids` exists.
-async fn all_gone(pids: &[u32]) -> bool {
-    for _ in 0..500 {
-        if pids.iter().all(|&p| !exists(p)) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
 }
 
 /// Polls `cond` (bounded by [`BOUND`]) until it holds.

@@ -21,6 +21,9 @@ use workcrew::process::{
     CallError, ProcessEvent, ProcessPool, ProcessPoolBuilder, RecycleReason, StartError,
 };
 
+mod support;
+use support::processes::{all_gone, replacement};
+
 const MIB: u64 = 1024 * 1024;
 
 fn worker() -> ProcessPoolBuilder {
@@ -29,38 +32,6 @@ fn worker() -> ProcessPoolBuilder {
 
 async fn pool(workers: usize) -> ProcessPool {
     worker().workers(workers).build().await.unwrap()
-}
-
-/// Whether process `pid` still exists (a zombie counts: it must be reaped too).
-fn exists(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Waits (bounded) until none of `pids` exists.
-async fn all_gone(pids: &[u32]) -> bool {
-    for _ in 0..500 {
-        if pids.iter().all(|&p| !exists(p)) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
-}
-
-/// Waits (bounded) until the pool is back to `before.len()` workers with at least one new pid;
-/// returns the current pids.
-async fn replacement(pool: &ProcessPool, before: &[u32]) -> Vec<u32> {
-    for _ in 0..1000 {
-        let now = pool.worker_pids();
-        if now.len() == before.len() && now.iter().any(|p| !before.contains(p)) {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
-        "no replacement worker appeared (before {before:?}, now {:?})",
-        pool.worker_pids()
-    );
 }
 
 /// Stops the pool and asserts that every worker it ever had (`seen`, plus the live ones) is

@@ -1,7 +1,10 @@
-//! Helpers shared by the `TaskPool` integration tests.
+//! Helpers shared by the integration tests: the `TaskPool` ones here, the process pool's in
+//! [`processes`].
 //!
 //! Every test crate uses a different subset of these, hence the `dead_code` allowance.
 #![allow(dead_code)]
+
+pub(crate) mod processes;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
