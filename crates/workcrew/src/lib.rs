@@ -5,10 +5,12 @@
 //! stall detection, drain/close/shutdown, statistics and events. It also offers
 //! **pipelines** ([`pipeline`]): multi-stage processing with per-stage
 //! concurrency, bounded channels, ordered output and first-error cancellation.
-//! A first [`process`] pool (fixed workers, least-loaded routing, typed
-//! errors, crash isolation, graceful stop) runs workers that speak the wire
-//! [`protocol`], e.g. ones built with the Rust [`worker`] SDK; durable batches
-//! are planned (see the README).
+//! The [`process`] pool calls named functions in worker processes that speak
+//! the wire [`protocol`] (built with the Rust [`worker`] SDK, or in any other
+//! language): routing strategies, growth between a minimum and a maximum,
+//! timeouts that cancel then kill and replace, crash recovery, recycling and
+//! hot reload, batched `map`, file-descriptor passing, stats and events.
+//! Durable batches are planned (see the README).
 //!
 //! ```
 //! use workcrew::task::TaskPool;
