@@ -26,6 +26,7 @@
 //!
 //! See [`task`] for the guide.
 
+pub mod batch;
 mod events;
 pub mod pipeline;
 pub mod process;

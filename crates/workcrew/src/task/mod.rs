@@ -111,6 +111,7 @@ pub use output::{CancelReason, OutcomeKind, PanicPayload, TaskError, TaskOutput}
 pub use pool::TaskPool;
 pub use rate::RateLimit;
 pub use report::{DrainReport, FailureKind, RunningTask, TaskFailure};
+pub(crate) use retry::random_unit;
 pub use retry::RetryPolicy;
 pub use spawn::{TaskBuilder, TaskFnBuilder};
 pub(crate) use stats::Latency;

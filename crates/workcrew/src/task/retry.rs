@@ -118,7 +118,7 @@ impl Default for RetryPolicy {
 
 /// A uniformly distributed number in `[0, 1)` from the standard library's
 /// per-process random hash keys; good enough to spread retries apart.
-fn random_unit() -> f64 {
+pub(crate) fn random_unit() -> f64 {
     let bits = RandomState::new().build_hasher().finish() >> 11;
     bits as f64 / (1u64 << 53) as f64
 }
