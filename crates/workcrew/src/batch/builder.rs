@@ -131,6 +131,8 @@ pub struct BatchJobBuilder {
     loader: Option<(LoaderFn, IdKind)>,
     handler: Option<Handler>,
     task_pool: Option<TaskPool>,
+    /// Set by `restart_budget`; otherwise `workers × 5`.
+    max_restarts: Option<usize>,
     config: Config,
     rate: Option<(f64, Option<u64>)>,
     token: Option<CancellationToken>,
@@ -148,6 +150,7 @@ impl BatchJobBuilder {
             loader: None,
             handler: None,
             task_pool: None,
+            max_restarts: None,
             config: Config {
                 workers,
                 lease: Duration::from_secs(30),
@@ -254,7 +257,6 @@ impl BatchJobBuilder {
     /// Ranges processed at once by this process. Default: the number of CPUs.
     pub fn workers(mut self, n: usize) -> Self {
         self.config.workers = n;
-        self.config.max_restarts = n.saturating_mul(5);
         self
     }
 
@@ -291,7 +293,7 @@ impl BatchJobBuilder {
     /// seed's `maxAllowedWorkerRestartsCount`, as a rate like OTP's intensity and
     /// period). Default: `workers × 5` within 60 s.
     pub fn restart_budget(mut self, max: usize, window: Duration) -> Self {
-        self.config.max_restarts = max;
+        self.max_restarts = Some(max);
         self.config.restart_window = window;
         self
     }
@@ -399,6 +401,9 @@ impl BatchJobBuilder {
         }
         let mut config = self.config;
         config.retry_chunk = self.range_size;
+        config.max_restarts = self
+            .max_restarts
+            .unwrap_or(config.workers.saturating_mul(5));
         if let Some((per_second, burst)) = self.rate {
             if !(per_second.is_finite() && per_second > 0.0) {
                 return invalid("the rate limit must be a positive number of ids per second");

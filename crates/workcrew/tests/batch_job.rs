@@ -1,0 +1,715 @@
+//! `BatchJob` end to end on the SQLite store: sources, every way a range can
+//! end (done, partial failure, error with retries, parked, panic, timeout, stop,
+//! fenced out), resume, events, progress and the rate limit.
+//!
+//! Time-dependent rules (backoff, leases, stop grace, rate) run on tokio's paused
+//! clock: the store takes its times from the job, which reads tokio's clock.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use workcrew::batch::{
+    BatchError, BatchEvent, BatchJob, BatchJobBuilder, Delivery, Id, Processed, SqliteStore, Step,
+    Store,
+};
+use workcrew::task::RetryPolicy;
+
+/// A fresh database file under Cargo's per-target temp dir.
+fn fresh_path() -> std::path::PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("batch-job");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{}-{n}.db", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+fn store() -> SqliteStore {
+    SqliteStore::open(fresh_path()).expect("open store")
+}
+
+/// Counts how often each id was processed.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<BTreeMap<Id, u32>>>);
+
+impl Seen {
+    fn add(&self, id: Id) {
+        *self.0.lock().unwrap().entry(id).or_default() += 1;
+    }
+
+    fn counts(&self) -> BTreeMap<Id, u32> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Asserts every id of `ids` was processed exactly once, and no other.
+    fn assert_once(&self, ids: impl IntoIterator<Item = Id>) {
+        let counts = self.counts();
+        let want: Vec<Id> = ids.into_iter().collect();
+        let missing: Vec<&Id> = want.iter().filter(|id| !counts.contains_key(id)).collect();
+        assert!(missing.is_empty(), "ids never processed: {missing:?}");
+        let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "ids processed more than once: {twice:?}");
+        assert_eq!(
+            counts.len(),
+            want.len(),
+            "ids processed that were not asked for"
+        );
+    }
+}
+
+/// Tracks how many handlers run at once.
+#[derive(Clone, Default)]
+struct Gauge {
+    now: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Gauge {
+    fn enter(&self) -> GaugeGuard {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+        GaugeGuard(Arc::clone(&self.now))
+    }
+
+    fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+struct GaugeGuard(Arc<AtomicUsize>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A job over `0..n` in ranges of `size` whose handler records every id and
+/// takes `work` per range.
+fn counting_job(
+    store: impl Store,
+    name: &str,
+    n: i64,
+    size: u64,
+    work: Duration,
+    seen: &Seen,
+    gauge: &Gauge,
+) -> BatchJobBuilder {
+    let (seen, gauge) = (seen.clone(), gauge.clone());
+    BatchJob::builder(store, name)
+        .span(0..n)
+        .range_size(size)
+        .handler(move |range| {
+            let (seen, gauge) = (seen.clone(), gauge.clone());
+            async move {
+                let _in = gauge.enter();
+                tokio::time::sleep(work).await;
+                for id in range.iter() {
+                    seen.add(id);
+                }
+                Ok::<_, String>(())
+            }
+        })
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_id_of_a_span_is_processed_once_with_the_workers_in_flight() {
+    let (seen, gauge) = (Seen::default(), Gauge::default());
+    let job = counting_job(
+        store(),
+        "span",
+        10_000,
+        100,
+        Duration::from_millis(10),
+        &seen,
+        &gauge,
+    )
+    .workers(4)
+    .build()
+    .unwrap();
+    let summary = job.run().await.unwrap();
+    seen.assert_once((0..10_000).map(Id::Int));
+    assert_eq!(gauge.peak(), 4, "4 workers keep 4 ranges in flight");
+    assert!(summary.complete);
+    assert_eq!((summary.ranges_done, summary.ids_done), (100, 10_000));
+    let p = job.progress().await.unwrap();
+    assert_eq!((p.ids_done, p.ids_in_flight, p.ids_pending), (10_000, 0, 0));
+    assert_eq!(p.total, Some(10_000));
+    assert!(p.is_finished());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stopped_job_resumes_where_it_stopped() {
+    let path = fresh_path();
+    let (seen, gauge) = (Seen::default(), Gauge::default());
+    let job = counting_job(
+        SqliteStore::open(&path).unwrap(),
+        "resume",
+        1_000,
+        10,
+        Duration::from_millis(10),
+        &seen,
+        &gauge,
+    )
+    .workers(2)
+    .build()
+    .unwrap();
+    let stopper = job.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(205)).await;
+        stopper.stop();
+    });
+    let first = job.run().await.unwrap();
+    assert!(first.stopped);
+    assert!(!first.complete);
+    assert!(
+        first.ranges_done > 0 && first.ranges_done < 100,
+        "{first:?}"
+    );
+    assert_eq!(
+        first.ranges_released, 0,
+        "running ranges finished within the grace"
+    );
+    let after_first = seen.counts().len();
+    assert_eq!(after_first as u64, first.ids_done);
+
+    // A new process (a new handle on the same file) continues.
+    let job = counting_job(
+        SqliteStore::open(&path).unwrap(),
+        "resume",
+        1_000,
+        10,
+        Duration::from_millis(10),
+        &seen,
+        &gauge,
+    )
+    .workers(2)
+    .build()
+    .unwrap();
+    let second = job.run().await.unwrap();
+    assert!(second.complete);
+    assert_eq!(first.ids_done + second.ids_done, 1_000);
+    seen.assert_once((0..1_000).map(Id::Int));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loader_source_walks_sorted_integer_ids() {
+    let all: Vec<i64> = (0..500).map(|i| i * 7 + 3).collect();
+    let seen = Seen::default();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let job = {
+        let (all, seen, calls) = (all.clone(), seen.clone(), Arc::clone(&calls));
+        BatchJob::builder(store(), "loader")
+            .load_with(move |last: Option<i64>| {
+                calls.lock().unwrap().push(last);
+                let next: Vec<i64> = all
+                    .iter()
+                    .copied()
+                    .filter(|id| last.is_none_or(|l| *id > l))
+                    .take(37)
+                    .collect();
+                async move { Ok::<_, String>(next) }
+            })
+            .handler(move |range| {
+                let seen = seen.clone();
+                async move {
+                    range.iter().for_each(|id| seen.add(id));
+                    Ok::<_, String>(())
+                }
+            })
+            .workers(3)
+            .build()
+            .unwrap()
+    };
+    let summary = job.run().await.unwrap();
+    assert!(summary.complete);
+    seen.assert_once(all.iter().map(|i| Id::Int(*i)));
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls[0], None, "the first load starts at the beginning");
+    assert_eq!(calls.iter().filter(|c| c.is_none()).count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loader_source_walks_string_ids() {
+    let all: Vec<String> = (0..100).map(|i| format!("user-{i:03}")).collect();
+    let seen = Seen::default();
+    let job = {
+        let (all, seen) = (all.clone(), seen.clone());
+        BatchJob::builder(store(), "strings")
+            .load_with(move |last: Option<String>| {
+                let next: Vec<String> = all
+                    .iter()
+                    .filter(|id| last.as_ref().is_none_or(|l| *id > l))
+                    .take(10)
+                    .cloned()
+                    .collect();
+                async move { Ok::<_, String>(next) }
+            })
+            .handler(move |range| {
+                let seen = seen.clone();
+                async move {
+                    range.iter().for_each(|id| seen.add(id));
+                    Ok::<_, String>(())
+                }
+            })
+            .workers(2)
+            .build()
+            .unwrap()
+    };
+    assert!(job.run().await.unwrap().complete);
+    seen.assert_once(all.iter().map(|s| Id::from(s.as_str())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unsorted_loader_fails_the_run_naming_the_range() {
+    let job = BatchJob::builder(store(), "unsorted")
+        .load_with(|last: Option<i64>| async move {
+            Ok::<_, String>(match last {
+                None => vec![1, 2, 3],
+                Some(3) => vec![10, 9, 11],
+                Some(_) => vec![],
+            })
+        })
+        .handler(|_range| async { Ok::<_, String>(()) })
+        .workers(1)
+        .build()
+        .unwrap();
+    let err = job.run().await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, BatchError::Unsorted { .. }), "{err}");
+    assert!(
+        text.contains("loaded after 3") && text.contains("10") && text.contains("9"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loader_that_keeps_failing_ends_the_run_with_its_error() {
+    let job = BatchJob::builder(store(), "fetch-fails")
+        .load_with(|_last: Option<i64>| async { Err::<Vec<i64>, _>("connection refused") })
+        .handler(|_range| async { Ok::<_, String>(()) })
+        .store_retry_for(Duration::from_secs(5))
+        .workers(1)
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let err = job.run().await.unwrap_err();
+    assert!(matches!(err, BatchError::Fetch { .. }), "{err}");
+    assert!(err.to_string().contains("connection refused"), "{err}");
+    assert!(
+        started.elapsed() <= Duration::from_secs(6),
+        "bounded by the retry time"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_ids_are_recorded_and_retried_alone() {
+    let path = fresh_path();
+    let seen = Seen::default();
+    let make = |fail: bool| {
+        let seen = seen.clone();
+        BatchJob::builder(SqliteStore::open(&path).unwrap(), "partial")
+            .span(0..100)
+            .range_size(25)
+            .handler(move |range| {
+                let seen = seen.clone();
+                async move {
+                    let mut out = Processed::new();
+                    for id in range.iter() {
+                        if fail && matches!(id.as_int(), Some(13 | 42 | 77)) {
+                            out.fail(id, "locked row");
+                        } else {
+                            seen.add(id);
+                        }
+                    }
+                    Ok::<_, String>(out)
+                }
+            })
+            .workers(2)
+            .build()
+            .unwrap()
+    };
+    let job = make(true);
+    let summary = job.run().await.unwrap();
+    assert!(summary.complete, "a range with failed ids is still done");
+    assert_eq!((summary.ids_done, summary.ids_failed), (97, 3));
+    let failed = job.failed_ids(10).await.unwrap();
+    let ids: Vec<Id> = failed.iter().map(|f| f.id.clone()).collect();
+    assert_eq!(ids, vec![Id::Int(13), Id::Int(42), Id::Int(77)]);
+    assert!(failed.iter().all(|f| f.error == "locked row"));
+    let p = job.progress().await.unwrap();
+    assert_eq!((p.ids_done, p.ids_failed), (97, 3));
+
+    let retried = job.retry_failed().await.unwrap();
+    assert_eq!((retried.ranges, retried.ids), (0, 3));
+    let job = make(false);
+    let again = job.run().await.unwrap();
+    assert_eq!(again.ids_done, 3, "only the failed ids run again");
+    seen.assert_once((0..100).map(Id::Int));
+    assert!(job.failed_ids(10).await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_range_is_retried_with_backoff_then_parked_and_retry_failed_puts_it_back() {
+    let path = fresh_path();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let make = |fixed: bool| {
+        let attempts = Arc::clone(&attempts);
+        BatchJob::builder(SqliteStore::open(&path).unwrap(), "parked")
+            .span(0..50)
+            .range_size(10)
+            .retry(
+                RetryPolicy::new(3)
+                    .backoff(Duration::from_secs(1), Duration::from_secs(10))
+                    .jitter(0.0),
+            )
+            .handler(move |range| {
+                let attempts = Arc::clone(&attempts);
+                async move {
+                    if range.number() == 2 && !fixed {
+                        attempts.fetch_add(1, Ordering::SeqCst);
+                        return Err(format!("bad data in range {}", range.number()));
+                    }
+                    Ok(())
+                }
+            })
+            .workers(2)
+            .build()
+            .unwrap()
+    };
+    let job = make(false);
+    let mut events = job.events();
+    let summary = job.run().await.unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert_eq!((summary.ranges_failed, summary.attempts_failed), (1, 2));
+    assert!(
+        summary.complete,
+        "a parked range does not keep the job open"
+    );
+    let mut retry_in = Vec::new();
+    while let Some(event) = events.next().await {
+        match event {
+            BatchEvent::Failed {
+                range: 2,
+                retry_in: r,
+                error,
+                ..
+            } => {
+                assert_eq!(error, "bad data in range 2");
+                retry_in.push(r);
+            }
+            BatchEvent::BeforeStop { .. } => break,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        retry_in,
+        vec![
+            Some(Duration::from_secs(1)),
+            Some(Duration::from_secs(2)),
+            None
+        ],
+        "backoff between attempts, parked after the last"
+    );
+    let parked = job.failed_ranges(10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!((parked[0].range, parked[0].attempts), (2, 3));
+    assert_eq!(parked[0].error, "bad data in range 2");
+    let p = job.progress().await.unwrap();
+    assert_eq!((p.ranges_failed, p.ids_failed, p.ids_done), (1, 10, 40));
+
+    assert_eq!(job.retry_failed().await.unwrap().ranges, 1);
+    let summary = make(true).run().await.unwrap();
+    assert_eq!((summary.ranges_done, summary.ids_done), (1, 10));
+    let p = job.progress().await.unwrap();
+    assert_eq!((p.ranges_failed, p.ids_done), (0, 50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_handler_is_a_worker_exit_its_range_runs_again() {
+    let seen = Seen::default();
+    let panicked = Arc::new(AtomicU32::new(0));
+    let job = {
+        let (seen, panicked) = (seen.clone(), Arc::clone(&panicked));
+        BatchJob::builder(store(), "panic-once")
+            .span(0..100)
+            .range_size(10)
+            .handler(move |range| {
+                let (seen, panicked) = (seen.clone(), Arc::clone(&panicked));
+                async move {
+                    if range.number() == 5 && panicked.fetch_add(1, Ordering::SeqCst) == 0 {
+                        panic!("boom in range 5");
+                    }
+                    range.iter().for_each(|id| seen.add(id));
+                    Ok::<_, String>(())
+                }
+            })
+            .workers(2)
+            .build()
+            .unwrap()
+    };
+    let mut events = job.events();
+    let summary = job.run().await.unwrap();
+    seen.assert_once((0..100).map(Id::Int));
+    assert_eq!((summary.restarts, summary.ranges_released), (1, 1));
+    let mut exited = Vec::new();
+    while let Some(event) = events.next().await {
+        match event {
+            BatchEvent::WorkerExited {
+                reason, restarted, ..
+            } => exited.push((reason, restarted)),
+            BatchEvent::BeforeStop { .. } => break,
+            _ => {}
+        }
+    }
+    assert_eq!(exited.len(), 1);
+    assert!(exited[0].0.contains("boom in range 5"), "{exited:?}");
+    assert!(exited[0].1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn spending_the_restart_budget_fails_the_run_and_before_stop_still_runs() {
+    let hook_ran = Arc::new(AtomicU32::new(0));
+    let job = {
+        let hook_ran = Arc::clone(&hook_ran);
+        BatchJob::builder(store(), "panic-always")
+            .span(0..1000)
+            .range_size(10)
+            .retry(RetryPolicy::new(100))
+            .restart_budget(3, Duration::from_secs(60))
+            .handler(|_range| async move {
+                panic!("always");
+                #[allow(unreachable_code)]
+                Ok::<_, String>(())
+            })
+            .before_stop(move |_summary| {
+                let hook_ran = Arc::clone(&hook_ran);
+                async move {
+                    hook_ran.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .workers(2)
+            .build()
+            .unwrap()
+    };
+    let mut events = job.events();
+    let err = job.run().await.unwrap_err();
+    assert!(
+        matches!(err, BatchError::RestartBudget { restarts: 4, .. }),
+        "{err}"
+    );
+    assert_eq!(hook_ran.load(Ordering::SeqCst), 1);
+    let mut last = None;
+    while let Some(event) = events.next().await {
+        if let BatchEvent::BeforeStop { error, .. } = &event {
+            last = Some(error.clone());
+            break;
+        }
+    }
+    let error = last
+        .expect("BeforeStop was delivered")
+        .expect("with the error");
+    assert!(error.contains("restart"), "{error}");
+    // Nothing was lost: the ranges it held went back.
+    let p = job.progress().await.unwrap();
+    assert_eq!(p.ids_in_flight, 0, "{p:?}");
+    assert_eq!(p.ids_done, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_ignores_stop_is_dropped_after_the_grace_and_its_range_released() {
+    let started = Arc::new(AtomicU32::new(0));
+    let dropped = Arc::new(AtomicU32::new(0));
+    struct OnDrop(Arc<AtomicU32>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let job = {
+        let (started, dropped) = (Arc::clone(&started), Arc::clone(&dropped));
+        BatchJob::builder(store(), "stubborn")
+            .span(0..100)
+            .range_size(10)
+            .stop_grace(Duration::from_secs(5))
+            .handler(move |_range| {
+                let (started, dropped) = (Arc::clone(&started), Arc::clone(&dropped));
+                async move {
+                    let _guard = OnDrop(dropped);
+                    started.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                    Ok::<_, String>(())
+                }
+            })
+            .workers(2)
+            .build()
+            .unwrap()
+    };
+    let stopper = job.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stopper.stop();
+    });
+    let t0 = tokio::time::Instant::now();
+    let summary = job.run().await.unwrap();
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(6) && took < Duration::from_secs(7),
+        "{took:?}"
+    );
+    assert!(summary.stopped);
+    assert_eq!(summary.ranges_released, 2);
+    assert_eq!(started.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        2,
+        "the handlers no longer run"
+    );
+    let p = job.progress().await.unwrap();
+    assert_eq!(
+        (p.ranges_pending, p.ranges_in_flight),
+        (2, 0),
+        "released, pending at once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_range_over_its_timeout_fails_its_attempt() {
+    let job = BatchJob::builder(store(), "slow")
+        .span(0..10)
+        .range_size(10)
+        .range_timeout(Duration::from_secs(2))
+        .retry(RetryPolicy::new(2).jitter(0.0))
+        .handler(|_range| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, String>(())
+        })
+        .workers(1)
+        .build()
+        .unwrap();
+    let summary = job.run().await.unwrap();
+    assert_eq!((summary.attempts_failed, summary.ranges_failed), (1, 1));
+    let parked = job.failed_ranges(5).await.unwrap();
+    assert!(
+        parked[0].error.contains("timed out after 2s"),
+        "{}",
+        parked[0].error
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_most_once_parks_a_failed_range_without_running_it_again() {
+    let runs = Arc::new(AtomicU32::new(0));
+    let job = {
+        let runs = Arc::clone(&runs);
+        BatchJob::builder(store(), "amo")
+            .span(0..30)
+            .range_size(10)
+            .delivery(Delivery::AtMostOnce)
+            .handler(move |range| {
+                let runs = Arc::clone(&runs);
+                async move {
+                    if range.number() == 1 {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        return Err("failed halfway");
+                    }
+                    Ok(())
+                }
+            })
+            .workers(1)
+            .build()
+            .unwrap()
+    };
+    let summary = job.run().await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "never run twice");
+    assert_eq!((summary.ranges_failed, summary.ids_done), (1, 20));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_range_taken_over_by_another_owner_is_fenced_out_and_its_report_dropped() {
+    let path = fresh_path();
+    let other = SqliteStore::open(&path).unwrap();
+    let job = BatchJob::builder(SqliteStore::open(&path).unwrap(), "fenced")
+        .span(0..10)
+        .range_size(10)
+        .lease(Duration::from_secs(3))
+        .handler(|range| async move {
+            // Works until told to stop (the job sees its lease is gone).
+            range.cancelled().await;
+            Ok::<_, String>(())
+        })
+        .workers(1)
+        .build()
+        .unwrap();
+    let mut events = job.events();
+    let runner = {
+        let job = job.clone();
+        tokio::spawn(async move { job.run().await })
+    };
+    // Another owner takes the range, as if this process's lease had expired (its
+    // clock is far ahead), and finishes it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let far = other.now().await.unwrap() + 3_600_000;
+    let stolen = other
+        .step(
+            "fenced",
+            Step {
+                owner: "thief".into(),
+                now: far,
+                lease_ms: 3_600_000,
+                finish: vec![],
+                claim: 1,
+                at_most_once: false,
+            },
+        )
+        .await
+        .unwrap()
+        .claimed
+        .remove(0);
+    assert_eq!(stolen.range, 0);
+    // The job's heartbeat finds the range gone: the handler is told to stop and
+    // nothing is reported for it.
+    loop {
+        match events.next().await.expect("events until FencedOut") {
+            BatchEvent::FencedOut { range, fence } => {
+                assert_eq!((range, fence), (0, 1));
+                break;
+            }
+            BatchEvent::Done { .. } => panic!("a fenced-out range was reported done"),
+            _ => {}
+        }
+    }
+    // The new owner finishes it; the run then sees nothing open and ends.
+    let reply = other
+        .step(
+            "fenced",
+            Step {
+                owner: "thief".into(),
+                now: far + 1,
+                lease_ms: 3_600_000,
+                finish: vec![workcrew::batch::Finish {
+                    range: stolen.range,
+                    fence: stolen.fence,
+                    outcome: workcrew::batch::FinishOutcome::Done { failed: vec![] },
+                }],
+                claim: 0,
+                at_most_once: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.finished, vec![true]);
+    let summary = tokio::time::timeout(Duration::from_secs(60), runner)
+        .await
+        .expect("the run ends once the range is done")
+        .unwrap()
+        .unwrap();
+    assert_eq!((summary.fenced_out, summary.ranges_done), (1, 0));
+    assert!(summary.complete);
+}
