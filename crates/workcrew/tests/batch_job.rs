@@ -713,3 +713,418 @@ async fn a_range_taken_over_by_another_owner_is_fenced_out_and_its_report_droppe
     assert_eq!((summary.fenced_out, summary.ranges_done), (1, 0));
     assert!(summary.complete);
 }
+
+/// A store that fails every call as unavailable while `down` is set, like a
+/// server that went away.
+#[derive(Clone)]
+struct Flaky {
+    inner: SqliteStore,
+    down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+mod flaky {
+    use super::*;
+    use futures::future::BoxFuture;
+    use futures::FutureExt;
+    use workcrew::batch::{
+        Append, AppendReply, Checkpoint, FailedId, FailedRange, JobInfo, JobSpec, Millis, Rate,
+        Retried, StepReply, StoreError, StoreErrorKind, StoreProgress,
+    };
+
+    impl Flaky {
+        fn gate<'a, T: Send + 'a>(
+            &self,
+            f: BoxFuture<'a, Result<T, StoreError>>,
+        ) -> BoxFuture<'a, Result<T, StoreError>> {
+            if self.down.load(Ordering::SeqCst) {
+                futures::future::ready(Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    "connection refused",
+                )))
+                .boxed()
+            } else {
+                f
+            }
+        }
+    }
+
+    impl Store for Flaky {
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        fn now(&self) -> BoxFuture<'_, Result<Millis, StoreError>> {
+            self.gate(self.inner.now())
+        }
+        fn open<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<JobInfo, StoreError>> {
+            self.gate(self.inner.open(spec))
+        }
+        fn step<'a>(
+            &'a self,
+            job: &'a str,
+            step: Step,
+        ) -> BoxFuture<'a, Result<StepReply, StoreError>> {
+            self.gate(self.inner.step(job, step))
+        }
+        fn append<'a>(
+            &'a self,
+            job: &'a str,
+            a: Append,
+        ) -> BoxFuture<'a, Result<AppendReply, StoreError>> {
+            self.gate(self.inner.append(job, a))
+        }
+        fn checkpoint<'a>(
+            &'a self,
+            job: &'a str,
+            c: Checkpoint,
+        ) -> BoxFuture<'a, Result<bool, StoreError>> {
+            self.gate(self.inner.checkpoint(job, c))
+        }
+        fn renew<'a>(
+            &'a self,
+            job: &'a str,
+            owner: &'a str,
+            now: Millis,
+            lease_ms: u64,
+        ) -> BoxFuture<'a, Result<Vec<(u64, u64)>, StoreError>> {
+            self.gate(self.inner.renew(job, owner, now, lease_ms))
+        }
+        fn progress<'a>(
+            &'a self,
+            job: &'a str,
+        ) -> BoxFuture<'a, Result<StoreProgress, StoreError>> {
+            self.gate(self.inner.progress(job))
+        }
+        fn reset<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+            self.gate(self.inner.reset(job))
+        }
+        fn retry_failed<'a>(
+            &'a self,
+            job: &'a str,
+            now: Millis,
+            chunk: u64,
+        ) -> BoxFuture<'a, Result<Retried, StoreError>> {
+            self.gate(self.inner.retry_failed(job, now, chunk))
+        }
+        fn failed_ranges<'a>(
+            &'a self,
+            job: &'a str,
+            limit: u64,
+        ) -> BoxFuture<'a, Result<Vec<FailedRange>, StoreError>> {
+            self.gate(self.inner.failed_ranges(job, limit))
+        }
+        fn failed_ids<'a>(
+            &'a self,
+            job: &'a str,
+            limit: u64,
+        ) -> BoxFuture<'a, Result<Vec<FailedId>, StoreError>> {
+            self.gate(self.inner.failed_ids(job, limit))
+        }
+        fn acquire<'a>(
+            &'a self,
+            job: &'a str,
+            rate: Rate,
+            ids: u64,
+            now: Millis,
+        ) -> BoxFuture<'a, Result<u64, StoreError>> {
+            self.gate(self.inner.acquire(job, rate, ids, now))
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_goes_away_fails_the_run_in_bounded_time_and_a_rerun_loses_nothing() {
+    let path = fresh_path();
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Flaky {
+        inner: SqliteStore::open(&path).unwrap(),
+        down: Arc::clone(&down),
+    };
+    let seen = Seen::default();
+    let make = |store: Flaky| {
+        let (seen, down) = (seen.clone(), Arc::clone(&down));
+        BatchJob::builder(store, "flaky")
+            .span(0..1_000)
+            .range_size(10)
+            .store_retry_for(Duration::from_secs(10))
+            .handler(move |range| {
+                let (seen, down) = (seen.clone(), Arc::clone(&down));
+                async move {
+                    range.iter().for_each(|id| seen.add(id));
+                    // The store goes away while range 30 is being processed.
+                    if range.number() == 30 && range.attempt() == 1 {
+                        down.store(true, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok::<_, String>(())
+                }
+            })
+            .workers(2)
+            .build()
+            .unwrap()
+    };
+    let job = make(store.clone());
+    let mut events = job.events();
+    let t0 = tokio::time::Instant::now();
+    let err = job.run().await.unwrap_err();
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "bounded: {:?}",
+        t0.elapsed()
+    );
+    assert!(err.is_store(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("flaky") && text.contains("connection refused"),
+        "{text}"
+    );
+    let mut retries = 0;
+    while let Some(event) = events.next().await {
+        match event {
+            BatchEvent::Retrying { .. } => retries += 1,
+            BatchEvent::BeforeStop { error, .. } => {
+                assert!(error.is_some());
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(retries > 3, "transient errors were retried ({retries})");
+
+    // The store is back: a rerun (after the dead run's leases expire) completes,
+    // and nothing was skipped.
+    down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let job = make(store);
+    let summary = tokio::time::timeout(Duration::from_secs(600), job.run())
+        .await
+        .expect("the rerun ends")
+        .unwrap();
+    assert!(summary.complete);
+    let counts = seen.counts();
+    assert_eq!(counts.len(), 1_000, "no id skipped");
+    let twice = counts.values().filter(|n| **n > 1).count();
+    assert!(
+        twice <= 20,
+        "duplicates only in the ranges in flight at the outage: {twice}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limit_bounds_ids_per_second_across_two_handles_on_one_job() {
+    let path = fresh_path();
+    let done = Arc::new(Mutex::new(Vec::<(tokio::time::Instant, u64)>::new()));
+    let make = || {
+        let done = Arc::clone(&done);
+        BatchJob::builder(SqliteStore::open(&path).unwrap(), "rated")
+            .span(0..2_000)
+            .range_size(100)
+            .rate_limit(500.0)
+            .handler(move |range| {
+                let done = Arc::clone(&done);
+                async move {
+                    done.lock()
+                        .unwrap()
+                        .push((tokio::time::Instant::now(), range.len()));
+                    Ok::<_, String>(())
+                }
+            })
+            .workers(2)
+            .build()
+            .unwrap()
+    };
+    let t0 = tokio::time::Instant::now();
+    let (a, b) = (make(), make());
+    let (ra, rb) = tokio::join!(a.run(), b.run());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.ids_done + rb.ids_done, 2_000);
+    assert!(ra.ids_done > 0 && rb.ids_done > 0, "both handles worked");
+    // 2,000 ids at 500/s with a burst of one range: at least 3.8 s.
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(3_790), "{took:?}");
+    // Over every window, the ids started stay within the GCRA bound.
+    let done = done.lock().unwrap();
+    for (i, (start, _)) in done.iter().enumerate() {
+        let ids: u64 = done[i..]
+            .iter()
+            .filter(|(t, _)| t.duration_since(*start) < Duration::from_secs(1))
+            .map(|(_, n)| n)
+            .sum();
+        assert!(ids <= 600, "{ids} ids within one second");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_handles_on_one_job_share_it_without_running_an_id_twice() {
+    let path = fresh_path();
+    let (seen, gauge) = (Seen::default(), Gauge::default());
+    let make = || {
+        counting_job(
+            SqliteStore::open(&path).unwrap(),
+            "shared",
+            5_000,
+            50,
+            Duration::from_millis(3),
+            &seen,
+            &gauge,
+        )
+        .workers(2)
+        .build()
+        .unwrap()
+    };
+    let (a, b) = (make(), make());
+    let (ra, rb) = tokio::join!(a.run(), b.run());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(ra.complete && rb.complete);
+    assert_eq!(ra.ids_done + rb.ids_done, 5_000);
+    assert!(ra.ranges_done > 10 && rb.ranges_done > 10, "{ra:?} {rb:?}");
+    seen.assert_once((0..5_000).map(Id::Int));
+    assert_eq!(gauge.peak(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_checkpoint_lets_the_next_attempt_skip_what_was_done() {
+    let seen = Seen::default();
+    let job = {
+        let seen = seen.clone();
+        BatchJob::builder(store(), "checkpointed")
+            .span(0..100)
+            .range_size(100)
+            .retry(RetryPolicy::new(2).jitter(0.0))
+            .handler(move |range| {
+                let seen = seen.clone();
+                async move {
+                    let mut n = 0;
+                    for id in range.iter() {
+                        seen.add(id.clone());
+                        n += 1;
+                        if n == 40 {
+                            range.checkpoint(40).await.map_err(|e| e.to_string())?;
+                            if range.attempt() == 1 {
+                                return Err("lost the connection at id 39".to_owned());
+                            }
+                        }
+                    }
+                    Ok(())
+                }
+            })
+            .workers(1)
+            .build()
+            .unwrap()
+    };
+    let summary = job.run().await.unwrap();
+    assert_eq!(summary.ids_done, 100);
+    seen.assert_once((0..100).map(Id::Int));
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_tell_the_story_of_a_small_job() {
+    let job = BatchJob::builder(store(), "story")
+        .span(0..20)
+        .range_size(10)
+        .handler(|range| async move {
+            if range.number() == 1 && range.attempt() == 1 {
+                return Err("first try fails");
+            }
+            Ok(())
+        })
+        .retry(RetryPolicy::new(2).backoff(Duration::from_millis(10), Duration::from_millis(10)))
+        .workers(1)
+        .build()
+        .unwrap();
+    let events = job.events();
+    job.run().await.unwrap();
+    drop(job);
+    let kinds: Vec<String> = events
+        .map(|e| match e {
+            BatchEvent::Claimed { range, attempt, .. } => format!("claimed {range}/{attempt}"),
+            BatchEvent::Done { range, ids, .. } => format!("done {range} ({ids})"),
+            BatchEvent::Failed { range, .. } => format!("failed {range}"),
+            BatchEvent::BeforeStop { .. } => "before_stop".to_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+        .await;
+    assert_eq!(
+        kinds,
+        [
+            "claimed 0/1",
+            "done 0 (10)",
+            "claimed 1/1",
+            "failed 1",
+            "claimed 1/2",
+            "done 1 (10)",
+            "before_stop"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_reports_a_rate_and_an_eta_once_two_readings_are_apart() {
+    let job = BatchJob::builder(store(), "eta")
+        .span(0..1_000)
+        .range_size(10)
+        .rate_limit(100.0)
+        .handler(|_range| async { Ok::<_, String>(()) })
+        .workers(1)
+        .build()
+        .unwrap();
+    let runner = {
+        let job = job.clone();
+        tokio::spawn(async move { job.run().await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = job.progress().await.unwrap();
+    assert_eq!(first.rate, None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p = job.progress().await.unwrap();
+    let rate = p.rate.expect("a rate after two readings");
+    assert!((80.0..=120.0).contains(&rate), "{rate}");
+    let eta = p.eta.expect("an eta");
+    assert!(
+        eta > Duration::from_secs(5) && eta < Duration::from_secs(10),
+        "{eta:?}"
+    );
+    job.stop();
+    runner.await.unwrap().unwrap();
+}
+
+#[test]
+fn builder_errors_are_clear() {
+    let err = BatchJob::builder(store(), "x")
+        .handler(|_r| async { Ok::<_, String>(()) })
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("needs a source"), "{err}");
+    let err = BatchJob::builder(store(), "x")
+        .span(0..10)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("needs a handler"), "{err}");
+    let err = BatchJob::builder(store(), "x")
+        .span(0..10)
+        .workers(0)
+        .handler(|_r| async { Ok::<_, String>(()) })
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("workers"), "{err}");
+}
+
+#[tokio::test]
+async fn a_job_of_the_same_name_with_another_source_is_refused() {
+    let path = fresh_path();
+    let job = |end| {
+        BatchJob::builder(SqliteStore::open(&path).unwrap(), "same")
+            .span(0..end)
+            .handler(|_r| async { Ok::<_, String>(()) })
+            .build()
+            .unwrap()
+    };
+    job(10).run().await.unwrap();
+    let err = job(20).run().await.unwrap_err();
+    assert!(
+        err.to_string().contains("exists with another source"),
+        "{err}"
+    );
+    job(20).reset().await.unwrap();
+    assert_eq!(job(20).run().await.unwrap().ids_done, 20);
+}
