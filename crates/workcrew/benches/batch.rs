@@ -33,7 +33,7 @@ fn fresh_path() -> PathBuf {
     path
 }
 
-fn remove(path: &PathBuf) {
+fn remove(path: &std::path::Path) {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
