@@ -10,7 +10,8 @@
 //! Each id gets a small CPU-bound "digest" (standing in for real work: re-encoding
 //! a row, re-indexing a document); every 50,000th id fails and is recorded as a
 //! failed id, to show partial failure. The job lives in
-//! `workcrew-batch-example.db` in the working directory.
+//! `workcrew-batch-example.db` in the working directory. After a `kill -9`, the
+//! ranges the killed run held go to the rerun once their 5 s lease runs out.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ const DB: &str = "workcrew-batch-example.db";
 /// Stands in for the real work on one id.
 fn digest(id: i64) -> u64 {
     let mut x = id as u64;
-    for _ in 0..64 {
+    for _ in 0..1_500 {
         x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
         x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -39,6 +40,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .span(0..IDS)
         .range_size(1_000)
         .workers(4)
+        // A killed run's ranges go to the next run when their lease runs out: keep
+        // it short here so a rerun right after `kill -9` does not wait long.
+        .lease(Duration::from_secs(5))
         .handler(|range| async move {
             let mut out = Processed::new();
             for id in range.iter() {
