@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use workcrew::process::{CallError, ProcessPool, StartError};
+use workcrew::process::{CallError, ExitReason, ProcessExit, ProcessPool, StartError};
 
 mod support;
 use support::processes::{all_gone, replacement};
@@ -99,7 +99,10 @@ async fn a_crash_fails_only_its_call_and_names_the_exit_code() {
         pool.call::<_, String>("echo", "alive")
     );
     match crashed {
-        Err(CallError::WorkerLost { exit, .. }) => assert_eq!(exit, "exit code 3"),
+        Err(CallError::WorkerLost { reason, status, .. }) => {
+            assert_eq!(reason, ExitReason::Ended(ProcessExit::Code(3)));
+            assert_eq!(status, ProcessExit::Code(3));
+        }
         other => panic!("expected WorkerLost, got {other:?}"),
     }
     assert_eq!(other.unwrap(), "alive");

@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,6 +66,54 @@ fn check(n: i64) -> Result<i64, String> {
     }
 }
 
+/// A gate a sync function waits at until the test opens it; it knows whether someone is inside.
+struct Gate {
+    state: Mutex<(bool, usize)>,
+    changed: Condvar,
+}
+
+static GATE: Gate = Gate {
+    state: Mutex::new((false, 0)),
+    changed: Condvar::new(),
+};
+
+impl Gate {
+    /// Waits (on the caller's thread) until the gate is open.
+    fn pass(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.1 += 1;
+        self.changed.notify_all();
+        while !st.0 {
+            st = self.changed.wait(st).unwrap();
+        }
+        st.1 -= 1;
+        self.changed.notify_all();
+    }
+
+    fn inside(&self) -> usize {
+        self.state.lock().unwrap().1
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().0 = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits (bounded) until `n` are inside.
+    async fn wait_inside(&self, n: usize) {
+        for _ in 0..2000 {
+            if self.inside() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!(
+            "{n} calls never waited at the gate (inside: {})",
+            self.inside()
+        );
+    }
+}
+
 fn demo() -> Worker {
     Worker::builder()
         .function("add", |(a, b): (i64, i64)| Ok::<_, String>(a + b))
@@ -95,6 +144,10 @@ fn demo() -> Worker {
             |n: usize| async move { Ok::<_, String>("x".repeat(n)) },
         )
         .function("check", check)
+        .function("gate", |(): ()| {
+            GATE.pass();
+            Ok::<_, String>("opened")
+        })
         .function_with_fds("greet_fd", |name: String, fds: Vec<OwnedFd>| {
             let n = fds.len();
             for fd in fds {
@@ -142,6 +195,7 @@ async fn start(offered: &[Encoding]) -> Pool {
             "check",
             "echo",
             "fail",
+            "gate",
             "greet",
             "greet_fd",
             "panic",
@@ -240,6 +294,42 @@ async fn cancel_heartbeat_and_shutdown_with_calls_in_flight() {
         p.recv().await,
         Some(Message::Result { id: 2, .. })
     ));
+    assert!(p.recv().await.is_none());
+    p.worker.await.unwrap().expect("clean shutdown");
+}
+
+/// A cancelled sync call is answered only once its function has returned: the SDK cannot stop
+/// a blocking thread, so it must not pretend it did (the pool then kills a worker whose
+/// function ignores the cancel, instead of sending it more calls than its concurrency).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_sync_call_is_answered_only_once_its_function_has_returned() {
+    /// Opens the gate however the test ends: a blocking thread left waiting would hold up the
+    /// runtime's shutdown for good.
+    struct OpenOnDrop;
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            GATE.open();
+        }
+    }
+    let _open = OpenOnDrop;
+    let mut p = start(&[Encoding::Json]).await;
+    p.call(1, "gate", ()).await;
+    GATE.wait_inside(1).await;
+    p.send(Message::Cancel { id: 1 }).await;
+    // Two heartbeats, one after the other is answered: nothing answers call 1 meanwhile, as its
+    // function still runs.
+    for nonce in [5, 6] {
+        p.send(Message::Ping { nonce }).await;
+        assert_eq!(p.recv().await, Some(Message::Pong { nonce }));
+    }
+    assert_eq!(GATE.inside(), 1, "the function still runs");
+    GATE.open();
+    match p.recv().await {
+        Some(Message::Error { id: 1, error }) => assert_eq!(error.kind, ErrorKind::Cancelled),
+        other => panic!("expected call 1 answered cancelled, got {other:?}"),
+    }
+    assert_eq!(GATE.inside(), 0);
+    p.send(Message::Shutdown).await;
     assert!(p.recv().await.is_none());
     p.worker.await.unwrap().expect("clean shutdown");
 }

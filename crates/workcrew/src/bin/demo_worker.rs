@@ -32,6 +32,7 @@
 //! | `hang`     | `()`         | sync, never returns (its blocking thread sleeps forever)           | —                  |
 //! | `freeze`   | `()`         | async that blocks the serving thread: no `PONG`, no `CANCEL`        | —                  |
 //! | `spam`     | `u32` n      | n lines to stdout and n to stderr                                   | n                  |
+//! | `unterminated` | `u64` MiB | writes that much to stdout with no newline                         | the MiB            |
 //! | `pid`      | `u64` ms     | async; sleeps, then reports the process id                         | `u32`              |
 //! | `inflight` | `u64` ms     | async; counts itself in, sleeps, counts out                         | calls in flight on arrival (itself included) |
 //! | `alloc`    | `u64` MiB    | allocates and touches that much, kept for good (RSS recycling)      | bytes held in all  |
@@ -201,6 +202,17 @@ fn main() -> Result<(), ServeError> {
                 write!(socket, "hello {name}").map_err(|e| e.to_string())?;
             }
             Ok::<_, String>(count)
+        })
+        .function("unterminated", |mib: u64| {
+            // One line of `mib` MiB with no newline, then the call returns: the pool must not
+            // hold the whole line to forward it.
+            let chunk = vec![b'x'; 1 << 20];
+            let mut out = std::io::stdout().lock();
+            for _ in 0..mib {
+                out.write_all(&chunk).map_err(|e| e.to_string())?;
+            }
+            out.flush().map_err(|e| e.to_string())?;
+            Ok::<_, String>(mib)
         })
         .function("env", |name: String| {
             Ok::<_, String>(std::env::var(name).ok())

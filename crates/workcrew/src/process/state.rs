@@ -39,12 +39,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::builder::{Config, WorkerCommand};
 use super::error::CallError;
 use super::events::{ProcessEvent, RecycleReason};
+use super::exit::{ExitReason, ProcessExit};
 use super::routing::Router;
 use super::stats::Counters;
 use crate::events::Hub;
@@ -54,10 +54,11 @@ use crate::protocol::{Encoding, ErrorBody};
 pub(crate) enum Reply {
     Value(bytes::Bytes),
     Error(ErrorBody),
-    /// The worker died holding it: its pid and exit status.
+    /// The worker ended holding it: its pid, why, and its exit status.
     Lost {
         pid: u32,
-        exit: String,
+        reason: ExitReason,
+        status: ProcessExit,
     },
     /// The pool could not run it (no workers left, crash loop, stopped).
     Refused(CallError),
@@ -99,7 +100,9 @@ pub(crate) struct WorkerHandle {
     pub(crate) wake: Notify,
     /// Set when the worker must finish its calls and exit.
     pub(crate) shutdown: AtomicBool,
-    pub(crate) task: Mutex<Option<JoinHandle<()>>>,
+    /// Set when its connection task has ended: the process is reaped and every call it held
+    /// has settled.
+    pub(crate) finished: AtomicBool,
 }
 
 /// FNV-1a for function names: short keys, looked up on every routing, no
@@ -140,9 +143,9 @@ pub(crate) struct Entry {
     pub(crate) generation: u64,
     /// Calls routed to it that its connection task has not taken yet.
     pub(crate) outbox: Vec<Job>,
-    /// Calls to cancel: id, and the grace after which an unanswered one
-    /// gets the worker killed.
-    pub(crate) cancels: Vec<(u64, Option<Duration>)>,
+    /// Calls given up by their callers, to cancel (`CANCEL`, then a kill if the worker does not
+    /// answer within the cancel grace).
+    pub(crate) cancels: Vec<u64>,
 }
 
 impl Entry {
@@ -170,6 +173,13 @@ pub(crate) struct State {
     pub(crate) next_worker: u64,
     /// Unplanned exits and failed starts, for the restart budget.
     pub(crate) crashes: VecDeque<Instant>,
+    /// Workers that died and have not been replaced yet: the next starts that bring the pool
+    /// back to `min` are counted as restarts.
+    pub(crate) dead_unreplaced: usize,
+    /// Connection tasks not yet ended (each owns a worker process until it is reaped).
+    pub(crate) conns: usize,
+    /// `stop` is past its drain: every worker, also one that becomes ready now, shuts down.
+    pub(crate) shutdown_all: bool,
     /// The last function name called: calls to it share one name, so the
     /// connection tasks compare pointers, not strings.
     pub(crate) last_function: Option<Arc<str>>,
@@ -192,6 +202,9 @@ pub(crate) struct Shared {
     pub(crate) supervisor: Arc<Notify>,
     pub(crate) counters: Counters,
     pub(crate) events: Hub<ProcessEvent>,
+    /// The stop grace in force, in nanoseconds (`u64::MAX`: not stopping). It only shrinks: a
+    /// later `stop_now` shortens a `stop` under way.
+    pub(crate) stop_grace: AtomicU64,
 }
 
 /// Why `submit` did not take a call.
@@ -216,6 +229,9 @@ impl Shared {
                 generation: 1,
                 next_worker: 0,
                 crashes: VecDeque::new(),
+                dead_unreplaced: 0,
+                conns: 0,
+                shutdown_all: false,
                 last_function: None,
             }),
             events: Hub::new(config.event_capacity, ProcessEvent::Lagged),
@@ -227,7 +243,15 @@ impl Shared {
             settled: Notify::new(),
             supervisor: Arc::new(Notify::new()),
             counters: Counters::new(),
+            stop_grace: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// How long a worker told to shut down may take at each step (to exit after `SHUTDOWN`,
+    /// and again after the stop signal): the stop timeout, or a shorter stop grace in force.
+    pub(crate) fn shutdown_grace(&self) -> Duration {
+        let grace = self.stop_grace.load(Ordering::Acquire);
+        self.config.stop_timeout.min(Duration::from_nanos(grace))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -335,15 +359,17 @@ impl Shared {
         self.retired(&handle, reason);
     }
 
-    /// Asks every worker to cancel call `id` (only the one holding it acts).
-    pub(crate) fn cancel(&self, id: u64, kill_after: Option<Duration>) {
-        // A call still queued needs nothing: its caller dropped the receiver,
+    /// Call `id` was given up by its caller (timeout, token, dropped future): asks every
+    /// worker holding calls to cancel it (only the one holding it acts: `CANCEL`, then a kill
+    /// if no answer comes within the cancel grace).
+    pub(crate) fn cancel(&self, id: u64) {
+        // A call still queued or in an outbox needs nothing: its caller dropped the receiver,
         // so it is skipped when reached and does not count against a full queue.
         let mut st = self.lock();
         let mut wake = Vec::new();
         for w in &mut st.workers {
             if w.in_flight > 0 {
-                w.cancels.push((id, kill_after));
+                w.cancels.push(id);
                 wake.push(Arc::clone(&w.handle));
             }
         }
@@ -358,7 +384,7 @@ impl Shared {
 #[derive(Default)]
 pub(crate) struct Exchange {
     pub(crate) calls: Vec<Job>,
-    pub(crate) cancels: Vec<(u64, Option<Duration>)>,
+    pub(crate) cancels: Vec<u64>,
     /// The worker must finish and exit: it retired and holds nothing, or the
     /// pool stops.
     pub(crate) shutdown: bool,
@@ -387,6 +413,8 @@ impl Shared {
         let mut pulled = false;
         let mut retired = None;
         let mut known: Option<Arc<str>> = None;
+        // A worker told to shut down takes no new call (no `CALL` after `SHUTDOWN`).
+        let pull = pull && !entry.handle.shutdown.load(Ordering::Acquire);
         while pull && entry.retiring.is_none() && entry.in_flight < entry.limit {
             // The first queued call this worker serves (calls for functions it
             // lacks are left to the others), looking a bounded way ahead.
@@ -462,8 +490,12 @@ impl Shared {
     /// restart budget. Returns the entry if it was there.
     pub(crate) fn remove(&self, id: u64, retry: Vec<Job>, crashed: bool) -> Option<Entry> {
         let mut st = self.lock();
+        if crashed {
+            self.counters.crashed.fetch_add(1, Ordering::Relaxed);
+        }
         if crashed && !st.stopping {
             st.crashes.push_back(Instant::now());
+            st.dead_unreplaced += 1;
         }
         let pos = st.workers.iter().position(|w| w.handle.id == id);
         let mut entry = pos.map(|p| st.workers.remove(p));
@@ -491,6 +523,13 @@ impl Shared {
         self.settled.notify_waiters();
         self.supervisor.notify_one();
         entry
+    }
+
+    /// A connection task ended: its worker is reaped and its calls settled.
+    pub(crate) fn conn_ended(&self, handle: &WorkerHandle) {
+        handle.finished.store(true, Ordering::Release);
+        self.lock().conns -= 1;
+        self.settled.notify_waiters();
     }
 
     /// Fails every queued call with `error` (no worker can ever take them).
