@@ -303,6 +303,33 @@ async fn a_hung_sync_call_times_out_and_its_worker_is_killed_and_replaced() {
     stop_and_reap(pool, &before).await;
 }
 
+/// `coop` is a sync function that sees its cancel and returns: a call cancelled by its token
+/// is answered, so the worker is not killed; past the cancel grace the same worker serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_call_that_sees_its_cancel_keeps_its_worker() {
+    let pool = worker()
+        .workers(1)
+        .cancel_grace(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let before = pool.worker_pids();
+    let token = workcrew::CancellationToken::new();
+    let options = workcrew::process::CallOptions::new().token(token.clone());
+    let call = tokio::spawn(pool.call_owned_with::<_, u64>("coop", 60_000u64, options));
+    while pool.stats().busy == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    token.cancel();
+    let err = call.await.unwrap().unwrap_err();
+    assert!(err.is_cancelled(), "got {err:?}");
+    tokio::time::sleep(Duration::from_millis(400)).await; // past the cancel grace
+    let pid: u32 = pool.call("pid", &0u64).await.unwrap();
+    assert_eq!(vec![pid], before, "no kill: the function ended");
+    assert_eq!(pool.stats().crashed, 0);
+    stop_and_reap(pool, &before).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_async_call_is_cancelled_and_the_same_worker_keeps_serving() {
     let pool = worker()

@@ -253,7 +253,9 @@ pub(crate) async fn run(
                 let call_id = doomed.map_or(0, |(_, id)| id);
                 break End::Kill(ExitReason::CancelIgnored { call_id });
             }
-            () = tick(&mut ping_every) => {
+            // After `SHUTDOWN` a worker may stop reading (`docs/protocol.md`, 3.8): the
+            // shutdown grace bounds it from then on, not the heartbeat.
+            () = tick(&mut ping_every), if shutdown_at.is_none() => {
                 let interval = heartbeat.unwrap_or_default();
                 if beat.last_pong.elapsed() > interval * 3 {
                     tracing::warn!(worker = handle.id, worker_pid = pid, "worker stopped answering heartbeats; killing it as hung");
