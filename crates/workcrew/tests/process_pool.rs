@@ -310,7 +310,17 @@ async fn a_worker_that_stops_answering_heartbeats_is_killed_and_replaced() {
         .expect("the call ends")
         .unwrap()
         .unwrap_err();
-    assert!(err.is_worker_lost(), "got {err:?}");
+    assert!(
+        matches!(
+            &err,
+            CallError::WorkerLost {
+                reason: ExitReason::HeartbeatMissed,
+                status: ProcessExit::Signal(9),
+                ..
+            }
+        ),
+        "got {err:?}"
+    );
     assert!(
         all_gone(&before).await,
         "the hung worker is killed and reaped"
@@ -449,8 +459,14 @@ async fn a_worker_killed_for_an_ignored_cancel_first_finishes_its_other_calls() 
             ProcessEvent::Recycled { reason, .. } => {
                 retired = reason == RecycleReason::Unresponsive;
             }
-            ProcessEvent::Exited { lost_calls, .. } => {
+            ProcessEvent::Exited {
+                lost_calls, reason, ..
+            } => {
                 assert_eq!(lost_calls, 1, "only the hung call was held at the kill");
+                assert!(
+                    matches!(reason, ExitReason::CancelIgnored { .. }),
+                    "{reason:?}"
+                );
                 break;
             }
             _ => {}

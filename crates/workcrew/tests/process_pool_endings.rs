@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use workcrew::process::{CallError, CallOptions, ProcessPool, ProcessPoolBuilder};
+use workcrew::process::{CallError, CallOptions, ExitReason, ProcessPool, ProcessPoolBuilder};
 
 mod support;
 use support::processes::{all_gone, python, support_file, until, within};
@@ -187,8 +187,8 @@ async fn a_call_with_an_already_cancelled_token_is_never_routed() {
 }
 
 /// Item 5: when a call fails with `WorkerLost`, its worker is already out of `worker_pids()`
-/// and the stats. (The old order failed this about one time in three: the calls settled before
-/// the worker left the list.)
+/// and the stats. (The old order failed this about one round in three: the calls settled
+/// before the worker left the list.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_worker_is_out_of_the_pool_when_its_calls_fail() {
     let pool = build(
@@ -201,12 +201,20 @@ async fn a_lost_worker_is_out_of_the_pool_when_its_calls_fail() {
     for round in 0..15 {
         let first = pool.worker_pids();
         seen.extend(&first);
-        let (crashed, a, b) = tokio::join!(
-            pool.call::<_, ()>("crash", &4),
-            pool.call::<_, u64>("sleep", &10_000u64),
-            pool.call::<_, u64>("sleep", &10_000u64)
+        // Two calls written to the worker (not just routed: those would go to the
+        // replacement), then one that kills it.
+        let held: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(pool.call_owned::<_, u64>("sleep", 10_000u64)))
+            .collect();
+        until("two calls run", BOUND, || pool.stats().in_flight == 2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let crashed = within("the crash", BOUND, pool.call::<_, ()>("crash", &4)).await;
+        assert!(
+            crashed.as_ref().is_err_and(CallError::is_worker_lost),
+            "{crashed:?}"
         );
-        for r in [crashed.map(|()| 0), a, b] {
+        for h in held {
+            let r = within("a held call", BOUND, h).await.unwrap();
             assert!(r.as_ref().is_err_and(CallError::is_worker_lost), "{r:?}");
         }
         let (pids, stats) = (pool.worker_pids(), pool.stats());
@@ -215,6 +223,7 @@ async fn a_lost_worker_is_out_of_the_pool_when_its_calls_fail() {
             "round {round}: the dead worker is still listed: {pids:?}"
         );
         assert_eq!(stats.busy, 0, "round {round}: {stats:?}");
+        assert_eq!(stats.crashed, round + 1, "round {round}: {stats:?}");
         support::processes::replacement(&pool, &first).await;
     }
     seen.extend(pool.worker_pids());
@@ -260,4 +269,175 @@ async fn a_cancelled_call_is_not_counted_as_failed() {
     within("stop", BOUND, pool.stop()).await;
     assert!(all_gone(&pids).await);
     assert_eq!(stats.failed, 0, "{stats:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stop, stop_with, stop_now
+// ---------------------------------------------------------------------------------------------
+
+fn demo() -> ProcessPoolBuilder {
+    ProcessPool::builder(env!("CARGO_BIN_EXE_workcrew-demo-worker"))
+}
+
+/// A running call (spawned) and a queued one behind it, on a worker of concurrency 1.
+async fn running_and_queued<A>(
+    pool: &ProcessPool,
+    running: &'static str,
+    args: A,
+) -> (
+    tokio::task::JoinHandle<Result<u64, CallError>>,
+    tokio::task::JoinHandle<Result<u64, CallError>>,
+)
+where
+    A: serde::Serialize + Send + Sync + 'static,
+{
+    let a = tokio::spawn(pool.call_owned::<_, u64>(running, args));
+    until("the call runs", BOUND, || pool.stats().busy == 1).await;
+    let b = tokio::spawn(pool.call_owned::<_, u64>("inc", 1u64));
+    until("the call queues", BOUND, || pool.stats().queued == 1).await;
+    (a, b)
+}
+
+fn lost_to_stop(r: Result<u64, CallError>) {
+    match r {
+        Err(CallError::WorkerLost { reason, .. }) => assert_eq!(reason, ExitReason::Stopped),
+        other => panic!("expected WorkerLost (stopped), got {other:?}"),
+    }
+}
+
+/// `stop_with(grace)`: after the drain (one grace) the queued call fails `Stopped`; the running
+/// call that never ends holds its worker through `SHUTDOWN` and the stop signal, and fails as
+/// lost (stopped) when its worker is killed; every step took one grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_with_a_grace_fails_the_queued_call_and_loses_the_call_that_never_ends() {
+    let pool = build(demo().workers(1).env("WORKCREW_DEMO_CONCURRENCY", "1")).await;
+    let first = pool.worker_pids();
+    let (running, queued) = running_and_queued(&pool, "hang", ()).await;
+    let started = Instant::now();
+    within(
+        "stop_with",
+        BOUND,
+        pool.stop_with(Duration::from_millis(300)),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(600),
+        "drain and SHUTDOWN: {took:?}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let queued = within("the queued call", BOUND, queued).await.unwrap();
+    assert!(matches!(queued, Err(CallError::Stopped)), "{queued:?}");
+    lost_to_stop(within("the running call", BOUND, running).await.unwrap());
+    assert!(all_gone(&first).await);
+}
+
+/// `stop_now`: the queued call fails `Stopped` and the worker is killed at once, failing its
+/// call as lost (stopped), long before that call (60 s) could end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_now_fails_queued_calls_and_kills_the_workers_at_once() {
+    let pool = build(demo().workers(1).env("WORKCREW_DEMO_CONCURRENCY", "1")).await;
+    let first = pool.worker_pids();
+    let (running, queued) = running_and_queued(&pool, "sleep", 60_000u64).await;
+    let started = Instant::now();
+    within("stop_now", BOUND, pool.stop_now()).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let queued = within("the queued call", BOUND, queued).await.unwrap();
+    assert!(matches!(queued, Err(CallError::Stopped)), "{queued:?}");
+    lost_to_stop(within("the running call", BOUND, running).await.unwrap());
+    assert!(all_gone(&first).await);
+    assert!(matches!(
+        pool.call::<_, u64>("inc", &1u64).await,
+        Err(CallError::Stopped)
+    ));
+}
+
+/// `stop_now` during a `stop` with a long stop timeout shortens it: both return soon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_now_shortens_a_stop_under_way() {
+    let pool = build(demo().workers(1).stop_timeout(Duration::from_secs(60))).await;
+    let first = pool.worker_pids();
+    let running = tokio::spawn(pool.call_owned::<_, u64>("hang", ()));
+    until("the call runs", BOUND, || pool.stats().busy == 1).await;
+    let stop = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.stop().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    within("stop_now", BOUND, pool.stop_now()).await;
+    within("the first stop", BOUND, stop).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    lost_to_stop(within("the running call", BOUND, running).await.unwrap());
+    assert!(all_gone(&first).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answered, not yet read by the caller
+// ---------------------------------------------------------------------------------------------
+
+/// Submits a call by polling its future once, then waits until the worker has answered it
+/// (the answer waits in the call's receiver: the future is not polled again).
+async fn answered_unread<'a>(
+    pool: &'a ProcessPool,
+    options: &'a CallOptions,
+) -> std::pin::Pin<Box<impl std::future::Future<Output = Result<u64, CallError>> + 'a>> {
+    let mut call = Box::pin(pool.call_with::<_, u64>("sleep", &0u64, options));
+    assert!(futures::poll!(&mut call).is_pending());
+    until("the worker answers", BOUND, || {
+        let s = pool.stats();
+        s.in_flight == 0 && s.latency.count >= 1
+    })
+    .await;
+    // The answer is handed over in the same turn that counts it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    call
+}
+
+/// An answer that arrived stands, whatever happens before its caller reads it: its timeout
+/// passing, its worker dying, the pool stopping at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_not_yet_read_stands_past_its_timeout_its_worker_s_death_and_stop_now() {
+    let pool = build(demo().workers(1)).await;
+    let mut pids = pool.worker_pids();
+
+    let options = CallOptions::new().timeout(Duration::from_millis(300));
+    let call = answered_unread(&pool, &options).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // past its timeout
+    assert_eq!(within("read", BOUND, call).await.unwrap(), 0);
+
+    let plain = CallOptions::new();
+    let call = answered_unread(&pool, &plain).await;
+    let worker = pool.worker_pids()[0];
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &worker.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(all_gone(&[worker]).await);
+    assert_eq!(within("read", BOUND, call).await.unwrap(), 0);
+
+    let replaced = support::processes::replacement(&pool, &[worker]).await;
+    pids.extend(&replaced);
+    let call = answered_unread(&pool, &plain).await;
+    within("stop_now", BOUND, pool.stop_now()).await;
+    assert_eq!(within("read", BOUND, call).await.unwrap(), 0);
+    assert!(all_gone(&pids).await);
+}
+
+/// Dropping a call whose answer arrived but was not read cancels nothing: its worker is not
+/// killed (it holds no such call), and serves on past the cancel grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_answered_call_before_reading_it_kills_nothing() {
+    let pool = build(demo().workers(1).cancel_grace(Duration::from_millis(200))).await;
+    let first = pool.worker_pids();
+    let plain = CallOptions::new();
+    let call = answered_unread(&pool, &plain).await;
+    drop(call);
+    tokio::time::sleep(Duration::from_millis(500)).await; // past the cancel grace
+    let pid: u32 = pool.call("pid", &0u64).await.unwrap();
+    assert_eq!(vec![pid], first);
+    assert_eq!(pool.stats().crashed, 0);
+    within("stop", BOUND, pool.stop()).await;
+    assert!(all_gone(&first).await);
 }

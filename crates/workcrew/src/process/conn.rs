@@ -144,14 +144,7 @@ pub(crate) async fn run(
                 );
                 deliver(&mut done);
             }
-            if exchange.shutdown && shutdown_at.is_none() {
-                put_empty(&mut wbuf, FrameType::Shutdown, 0);
-                shutdown_at = Some(Instant::now());
-            }
-            exchange.shutdown = false;
-            if let Some(at) = shutdown_at {
-                stop_by = Some(at + pool.shutdown_grace());
-            }
+            let grace = pool.shutdown_grace();
             drop(pool);
             let mut broken = false;
             for mut job in exchange.calls.drain(..) {
@@ -179,6 +172,16 @@ pub(crate) async fn run(
                     put_empty(&mut wbuf, FrameType::Cancel, id);
                     kill_at.push((now + settings.cancel_grace, id));
                 }
+            }
+            // Last: calls routed here before the stop are written before `SHUTDOWN`, and none
+            // after it (the exchange pulls nothing once the worker is told to shut down).
+            if exchange.shutdown && shutdown_at.is_none() {
+                put_empty(&mut wbuf, FrameType::Shutdown, 0);
+                shutdown_at = Some(now);
+            }
+            exchange.shutdown = false;
+            if let Some(at) = shutdown_at {
+                stop_by = Some(at + grace);
             }
         }
         kill_at.retain(|(_, id)| pending.contains_key(id));

@@ -554,3 +554,152 @@ impl Drop for Shared {
         self.supervisor.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Calls in a worker's outbox (routed, not yet written): a state its connection task
+    //! leaves within one turn, so no test with a real process can hold a call there. Each
+    //! ending, on a pool state with a stand-in worker.
+
+    use super::*;
+    use crate::process::builder::ProcessPoolBuilder;
+
+    fn shared() -> Shared {
+        let config = ProcessPoolBuilder::new(WorkerCommand::new("unused")).into_config();
+        Shared::new(config, Encoding::Json)
+    }
+
+    /// A stand-in worker serving `echo`, with room for `limit` calls.
+    fn add_worker(pool: &Shared, limit: usize) -> u64 {
+        let mut st = pool.lock();
+        st.next_worker += 1;
+        let id = st.next_worker;
+        st.workers.push(Entry {
+            handle: Arc::new(WorkerHandle {
+                id,
+                pid: 0,
+                functions: ["echo".to_owned()].into_iter().collect(),
+                batch: false,
+                fds: false,
+                wake: Notify::new(),
+                shutdown: AtomicBool::new(false),
+                finished: AtomicBool::new(false),
+            }),
+            in_flight: 0,
+            limit,
+            sent: 0,
+            retiring: None,
+            idle_since: Instant::now(),
+            retire_at: None,
+            generation: 1,
+            outbox: Vec::new(),
+            cancels: Vec::new(),
+        });
+        id
+    }
+
+    /// Submits a call to `echo`; its answer's receiver.
+    fn submit(pool: &Shared) -> (u64, oneshot::Receiver<Reply>) {
+        let (reply, answer) = oneshot::channel();
+        let id = pool.next_call.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            id,
+            function: Arc::from("echo"),
+            payload: bytes::Bytes::from_static(b"1"),
+            many: false,
+            retries_left: 0,
+            fds: Vec::new(),
+            started: Instant::now(),
+            reply,
+        };
+        assert!(pool.submit(job).is_ok());
+        (id, answer)
+    }
+
+    fn in_flight(pool: &Shared, worker: u64) -> usize {
+        let st = pool.lock();
+        st.workers
+            .iter()
+            .find(|w| w.handle.id == worker)
+            .map_or(0, |w| w.in_flight)
+    }
+
+    fn queued(pool: &Shared) -> Vec<u64> {
+        pool.lock().queue.iter().map(|j| j.id).collect()
+    }
+
+    /// Drop, token, timeout: the caller gave the call up (its receiver is gone) while the call
+    /// sat in the outbox. It is never written, and its slot is free at once.
+    #[tokio::test]
+    async fn an_outbox_call_given_up_is_never_written_and_frees_its_slot() {
+        let pool = shared();
+        let w = add_worker(&pool, 1);
+        let (_, answer) = submit(&pool);
+        assert_eq!(in_flight(&pool, w), 1);
+        drop(answer);
+        let mut out = Exchange::default();
+        pool.exchange(w, 0, &mut out, true);
+        assert!(out.calls.is_empty(), "the given-up call was handed out");
+        assert_eq!(in_flight(&pool, w), 0);
+    }
+
+    /// Worker death: calls in its outbox were never written, so they go back to the front of
+    /// the queue, in order, before the calls that were waiting there; none is answered.
+    #[tokio::test]
+    async fn outbox_calls_of_a_worker_that_died_go_back_to_the_front_of_the_queue() {
+        let pool = shared();
+        let w = add_worker(&pool, 2);
+        let (a, mut answer_a) = submit(&pool);
+        let (b, mut answer_b) = submit(&pool);
+        let (c, _answer_c) = submit(&pool); // no room: queued
+        assert_eq!(queued(&pool), [c]);
+        let entry = pool.remove(w, Vec::new(), true).expect("it was there");
+        assert!(entry.outbox.is_empty(), "the outbox was taken");
+        assert_eq!(queued(&pool), [a, b, c]);
+        assert!(answer_a.try_recv().is_err() && answer_b.try_recv().is_err());
+        assert_eq!(pool.counters.crashed.load(Ordering::Relaxed), 1);
+        assert_eq!(pool.lock().dead_unreplaced, 1);
+    }
+
+    /// Stop (and stop_now, the same with no grace): a worker told to shut down is handed the
+    /// calls already routed to it (written before `SHUTDOWN`), and no queued call after them.
+    #[tokio::test]
+    async fn a_worker_told_to_shut_down_gets_its_outbox_then_shutdown_and_no_queued_call() {
+        let pool = shared();
+        let w = add_worker(&pool, 1);
+        let (a, _answer_a) = submit(&pool);
+        let (b, _answer_b) = submit(&pool); // queued
+        let handle = Arc::clone(&pool.lock().workers[0].handle);
+        handle.shutdown.store(true, Ordering::Release);
+        let mut out = Exchange::default();
+        pool.exchange(w, 0, &mut out, true);
+        assert_eq!(out.calls.iter().map(|j| j.id).collect::<Vec<_>>(), [a]);
+        assert!(out.shutdown);
+        // Its call answered: the slot is free, but the queued call stays for `stop` to fail.
+        let mut out = Exchange::default();
+        pool.exchange(w, 1, &mut out, true);
+        assert!(out.calls.is_empty());
+        assert_eq!(queued(&pool), [b]);
+    }
+
+    /// A cancel goes to the workers holding calls only (the one holding the call acts on it).
+    #[tokio::test]
+    async fn a_cancel_goes_to_the_workers_holding_calls() {
+        let pool = shared();
+        let busy = add_worker(&pool, 1);
+        let idle = add_worker(&pool, 1);
+        let (a, _answer) = submit(&pool);
+        pool.cancel(a);
+        let st = pool.lock();
+        let cancels = |id: u64| {
+            st.workers
+                .iter()
+                .find(|w| w.handle.id == id)
+                .unwrap()
+                .cancels
+                .clone()
+        };
+        assert_eq!(cancels(busy), [a]);
+        assert!(cancels(idle).is_empty());
+    }
+}
