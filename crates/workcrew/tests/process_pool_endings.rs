@@ -1,4 +1,7 @@
-//! Every way a call can end, against real workers (the Python test worker).
+//! Every way a call can end, against real workers (the Python test worker, and the Rust demo
+//! worker where a fast start matters): the cells of the table of call states and endings in
+//! `src/process/state.rs` that no other test file covers, and the defects of issue 9 they
+//! exposed (each test says which item).
 
 use std::time::Duration;
 
@@ -249,6 +252,7 @@ async fn growth_is_not_counted_as_a_restart() {
     within("stop", BOUND, pool.stop()).await;
     assert!(all_gone(&pids).await);
     assert_eq!(stats.restarts, 0, "{stats:?}");
+    assert_eq!(stats.growth_starts, 1, "{stats:?}");
 }
 
 /// Item 5: a call cancelled by its token is not counted as failed.
@@ -395,15 +399,21 @@ async fn answered_unread<'a>(
 }
 
 /// An answer that arrived stands, whatever happens before its caller reads it: its timeout
-/// passing, its worker dying, the pool stopping at once.
+/// passing, its token firing, its worker dying, the pool stopping at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_not_yet_read_stands_past_its_timeout_its_worker_s_death_and_stop_now() {
+async fn an_answer_not_yet_read_stands_past_its_timeout_token_worker_s_death_and_stop_now() {
     let pool = build(demo().workers(1)).await;
     let mut pids = pool.worker_pids();
 
     let options = CallOptions::new().timeout(Duration::from_millis(300));
     let call = answered_unread(&pool, &options).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // past its timeout
+    assert_eq!(within("read", BOUND, call).await.unwrap(), 0);
+
+    let token = CancellationToken::new();
+    let options = CallOptions::new().token(token.clone());
+    let call = answered_unread(&pool, &options).await;
+    token.cancel();
     assert_eq!(within("read", BOUND, call).await.unwrap(), 0);
 
     let plain = CallOptions::new();
@@ -440,4 +450,58 @@ async fn dropping_an_answered_call_before_reading_it_kills_nothing() {
     assert_eq!(pool.stats().crashed, 0);
     within("stop", BOUND, pool.stop()).await;
     assert!(all_gone(&first).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recycling with calls queued
+// ---------------------------------------------------------------------------------------------
+
+/// A worker recycled after two calls finishes the calls it was given (the second one marked it
+/// retiring when it was routed), and the calls queued meanwhile run on its replacements: none
+/// fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_calls_go_to_the_replacements_of_recycled_workers() {
+    let pool = build(
+        demo()
+            .workers(1)
+            .env("WORKCREW_DEMO_CONCURRENCY", "1")
+            .recycle_after_calls(2),
+    )
+    .await;
+    let mut pids = pool.worker_pids();
+    let calls: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(pool.call_owned::<_, u32>("pid", 50u64)))
+        .collect();
+    let mut served = Vec::new();
+    for c in calls {
+        served.push(
+            within("a call", BOUND, c)
+                .await
+                .unwrap()
+                .expect("no call fails"),
+        );
+    }
+    let mut distinct = served.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "two calls per worker: {served:?}");
+    for p in &distinct {
+        assert_eq!(served.iter().filter(|s| *s == p).count(), 2, "{served:?}");
+    }
+    pids.extend(distinct);
+    pids.extend(pool.worker_pids());
+    // Three workers served two calls each and were replaced: the third by a fourth.
+    let stats = pool.stats();
+    assert_eq!(
+        (
+            stats.recycle_starts,
+            stats.restarts,
+            stats.growth_starts,
+            stats.crashed
+        ),
+        (3, 0, 0, 0),
+        "{stats:?}"
+    );
+    within("stop", BOUND, pool.stop()).await;
+    assert!(all_gone(&pids).await);
 }

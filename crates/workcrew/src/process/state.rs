@@ -31,6 +31,28 @@
 //!
 //! Cancelled calls (their caller dropped the answer's receiver) are skipped
 //! when pulled or taken from an outbox, and counted as answered at once.
+//!
+//! # Every state of a call, every ending
+//!
+//! A call is in one of four states: **queued** (in the pool queue), **outbox** (routed to a
+//! worker, whose in-flight count it raised, not yet written by its connection task),
+//! **running** (written, not answered) or **answered** (the answer waits in the caller's
+//! receiver, not yet read). Each ending meets each state in one way, and has a test (files in
+//! `tests/`; `state::` is this module's own tests). "Ignored" means a worker that does not
+//! answer the `CANCEL`: it gets no new call, finishes its others within one more cancel grace,
+//! then is killed and replaced, and a fifth call is served.
+//!
+//! | ending | queued | outbox | running | answered |
+//! |---|---|---|---|---|
+//! | answer, error, panic | — (answered only once sent) | — | `process_pool_faults`: `typed_values_round_trip_in_postcard`, `a_function_error_is_failed_with_its_message`, `a_panic_is_panicked_with_its_message_and_the_same_worker_keeps_serving` | read as it came: every call test |
+//! | timeout | withdrawn, never sent: `process_pool::stats_follow_queueing_outcomes_and_restarts` | never written, slot freed: `state::an_outbox_call_given_up_is_never_written_and_frees_its_slot` | `CANCEL`: `process_pool_faults::a_timed_out_async_call_is_cancelled_and_the_same_worker_keeps_serving`; ignored: `process_pool::a_timed_out_call_is_cancelled_and_a_worker_that_ignores_it_is_killed_and_replaced`, `process_pool_faults::a_hung_sync_call_times_out_and_its_worker_is_killed_and_replaced` | the answer stands: `process_pool_endings::an_answer_not_yet_read_stands_past_its_timeout_token_worker_s_death_and_stop_now` |
+//! | token | withdrawn: `process_pool_behaviour::a_queued_call_withdrawn_by_its_token_or_by_dropping_it_never_reaches_the_worker`; already fired: never routed, `process_pool_endings::a_call_with_an_already_cancelled_token_is_never_routed` | as timeout | `CANCEL`: `process_pool_behaviour::a_running_call_is_cancelled_by_its_token_or_by_dropping_it_and_the_worker_stays`, `process_pool_faults::a_sync_call_that_sees_its_cancel_keeps_its_worker`; ignored: `process_pool_endings::calls_cancelled_by_token_on_a_worker_that_ignores_cancel_get_it_replaced` | the answer stands: as timeout |
+//! | drop of the future | withdrawn: as token | as timeout | `CANCEL`: as token; ignored: `process_pool_endings::dropped_calls_on_a_worker_that_ignores_cancel_get_it_replaced_and_a_fifth_call_runs` | nothing is cancelled, no kill: `process_pool_endings::dropping_an_answered_call_before_reading_it_kills_nothing` |
+//! | pool stop | served during the drain: `process_pool_behaviour::stop_settles_running_and_queued_calls_with_their_values`; still queued after it: `Stopped`, `process_pool_endings::stop_with_a_grace_fails_the_queued_call_and_loses_the_call_that_never_ends` | written before `SHUTDOWN`, nothing pulled after: `state::a_worker_told_to_shut_down_gets_its_outbox_then_shutdown_and_no_queued_call` | finishes: as queued; never ends: lost (stopped) within the bound, `process_pool_endings::stop_returns_in_bounded_time_with_a_call_that_is_never_answered` and `stop_with_a_grace_...` | the answer stands: as timeout |
+//! | stop_now | `Stopped` at once: `process_pool_endings::stop_now_fails_queued_calls_and_kills_the_workers_at_once` | as pool stop | lost (stopped) at once: `stop_now_fails_...`; shortening a stop under way: `process_pool_endings::stop_now_shortens_a_stop_under_way` | the answer stands: as timeout |
+//! | worker death | stays queued, runs on the replacement: `process_pool_behaviour::calls_queued_when_the_only_worker_crashes_run_on_its_replacement` | back to the front of the queue: `state::outbox_calls_of_a_worker_that_died_go_back_to_the_front_of_the_queue` | lost, after the worker left the pool: `process_pool_faults::a_crash_fails_only_its_call_with_the_exit_code_and_the_worker_is_replaced`, `process_pool_endings::a_lost_worker_is_out_of_the_pool_when_its_calls_fail`, `process_pool_chaos`; retried if allowed: `process_pool_behaviour::a_call_allowing_retries_is_sent_again_when_its_worker_dies_and_others_fail_as_lost` | the answer stands: as timeout |
+//! | heartbeat miss | as worker death (the worker is killed) | as worker death | lost (heartbeat missed): `process_pool::a_worker_that_stops_answering_heartbeats_is_killed_and_replaced`, `process_pool_protocol::s3_7_pongs_with_the_wrong_nonce_do_not_count` | as worker death |
+//! | recycle | taken by the replacement: `process_pool_endings::queued_calls_go_to_the_replacements_of_recycled_workers` | written: a retiring worker finishes what it was given (invariant 2), same test | finishes, then the worker exits: `process_pool_behaviour::reload_lets_calls_in_flight_finish_and_switches_to_the_new_command` | the answer stands |
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
