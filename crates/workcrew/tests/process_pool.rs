@@ -519,3 +519,74 @@ async fn events_start_with_the_live_workers_and_end_after_stop() {
     assert_eq!(rest.last(), Some(&ProcessEvent::Stopped));
     assert!(all_gone(&pids).await);
 }
+
+/// `try_call_with` takes options like `call_with`: a full queue fails at once with
+/// `QueueFull`, a fired token with `Cancelled` (the call never routed), a timeout applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_call_with_takes_options_and_fails_at_once_on_a_full_queue() {
+    use workcrew::process::CallOptions;
+    use workcrew::CancellationToken;
+    let pool = ProcessPool::builder("python3")
+        .arg(demo_worker())
+        .env("DEMO_CONCURRENCY", "1")
+        .workers(1)
+        .queue_capacity(1)
+        .build()
+        .await
+        .unwrap();
+    let quick = CallOptions::new().timeout(Duration::from_millis(200));
+    // A timeout applies: the call runs longer and fails with `TimedOut`.
+    let err = pool
+        .try_call_with::<_, String>("sleep", &5, &quick)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    let running = tokio::spawn(pool.call_owned::<_, String>("sleep", 1.0));
+    let queued = tokio::spawn(pool.call_owned::<_, String>("echo", "queued"));
+    for _ in 0..400 {
+        let s = pool.stats();
+        if s.busy == 1 && s.queued == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let full = pool
+        .try_call_with::<_, String>("echo", "x", &CallOptions::new())
+        .await;
+    assert!(matches!(full, Err(CallError::QueueFull)), "{full:?}");
+    let token = CancellationToken::new();
+    token.cancel();
+    let fired = pool
+        .try_call_with::<_, String>("echo", "x", &CallOptions::new().token(token))
+        .await;
+    assert!(
+        matches!(fired, Err(CallError::Cancelled { .. })),
+        "{fired:?}"
+    );
+    assert_eq!(running.await.unwrap().unwrap(), "slept");
+    assert_eq!(queued.await.unwrap().unwrap(), "queued");
+    let pids = pool.worker_pids();
+    pool.stop().await;
+    assert!(all_gone(&pids).await);
+}
+
+/// The pool's handle, its call futures (borrowing and owning) and its errors can cross
+/// threads; the owning future is `'static`, so it can be spawned.
+#[test]
+fn handles_futures_and_errors_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn spawnable<F: std::future::Future + Send + 'static>(_: F) {}
+    fn send<F: std::future::Future + Send>(_: F) {}
+    send_sync::<ProcessPool>();
+    send_sync::<CallError>();
+    send_sync::<workcrew::process::ExitReason>();
+    send_sync::<workcrew::process::ProcessPoolStats>();
+    // Never called: only the futures' types matter.
+    fn check(pool: &ProcessPool) {
+        spawnable(pool.call_owned::<_, u64>("f", 1u64));
+        send(pool.call::<_, u64>("f", &1u64));
+        send(pool.try_call_with::<_, u64>("f", &1u64, &workcrew::process::CallOptions::new()));
+        send(pool.stop_with(Duration::ZERO));
+    }
+    let _ = check;
+}
