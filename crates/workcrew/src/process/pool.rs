@@ -81,7 +81,8 @@ impl ProcessPool {
     /// # Cancel safety
     ///
     /// Dropping the future withdraws a queued call, or sends `CANCEL` for a
-    /// running one to its worker.
+    /// running one to its worker, which is killed and replaced if it does not
+    /// answer within the [cancel grace](super::ProcessPoolBuilder::cancel_grace).
     pub fn call<'a, A, R>(
         &'a self,
         function: &'a str,
