@@ -864,3 +864,24 @@ async fn calls_read_together_with_welcome_before_end_of_file_are_answered() {
     );
     assert!(ended.is_ok(), "{ended:?}");
 }
+
+/// The pool sends no call after `SHUTDOWN` (protocol 3.8): one that does breaks the channel.
+#[tokio::test]
+async fn a_call_after_shutdown_ends_serving_with_an_error() {
+    let welcome = Welcome {
+        encoding: Encoding::Json,
+        ..Welcome::default()
+    };
+    let call = Message::Call {
+        id: 3,
+        function: "add".into(),
+        payload: Bytes::from_static(b"[2,3]"),
+    };
+    let (said, ended) =
+        raw_session(wire(&[Message::Welcome(welcome), Message::Shutdown, call])).await;
+    assert!(said.is_empty(), "{said:?}");
+    assert!(
+        matches!(&ended, Err(ServeError::Unexpected(m)) if m.contains("after SHUTDOWN")),
+        "{ended:?}"
+    );
+}

@@ -25,7 +25,8 @@
 //!   its function can take it ([`super::CallContext::current`]).
 //! - A panic while starting or polling a call becomes that call's `panicked` answer.
 //! - After `SHUTDOWN` the loop goes on reading (`CANCEL` and `PING` may still come) until the
-//!   calls it holds are answered and the send buffer is flushed; then serving returns. End of
+//!   calls it holds are answered and the send buffer is flushed; then serving returns. A call
+//!   after `SHUTDOWN` is a protocol error. End of
 //!   file stops reading; the running calls finish and are answered (a pool that closed only its
 //!   sending side still reads them), then serving returns. A malformed frame ends serving at
 //!   once.
@@ -177,6 +178,17 @@ impl Serving {
             };
             let len = frame.wire_len();
             let (id, encoding, max_frame) = (frame.id, self.encoding, self.max_frame);
+            let is_call = matches!(
+                frame.kind,
+                FrameType::Call | FrameType::CallMany | FrameType::CallFds
+            );
+            if is_call && self.shutdown {
+                // The pool sends no call after `SHUTDOWN` (`docs/protocol.md`, 3.8).
+                return Err(ServeError::Unexpected(format!(
+                    "a {} frame (id {id}) after SHUTDOWN",
+                    frame.kind
+                )));
+            }
             match frame.kind {
                 FrameType::Call | FrameType::CallMany => {
                     let (name, payload) = parse_call(id, frame.body)?;
