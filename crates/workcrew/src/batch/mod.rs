@@ -96,7 +96,7 @@
 //! # Stores
 //!
 //! One [`Store`] trait; every store passes the same conformance suite
-//! ([`conformance`], feature `conformance`).
+//! (`workcrew::batch::conformance`, behind the `conformance` feature).
 
 mod builder;
 #[cfg(feature = "conformance")]
