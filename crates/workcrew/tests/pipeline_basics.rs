@@ -79,6 +79,36 @@ async fn stage_concurrency_is_reached_but_never_exceeded() {
     assert_eq!(start.elapsed(), ms(70));
 }
 
+/// An issue-10 regression: with a rendezvous input (capacity 0) a stage of 4 workers ran one
+/// item at a time (a sender blocked on the full hand-over slot was not woken while idle workers
+/// already waited). The peak in flight must be the worker count for every input capacity.
+#[tokio::test(start_paused = true)]
+async fn a_stage_runs_all_its_workers_whatever_its_input_capacity() {
+    for capacity in [0, 1, 8] {
+        let live = Live::default();
+        let probe = live.clone();
+        let start = Instant::now();
+        let out = Pipeline::from_iter(0..40u32)
+            .buffer(capacity)
+            .stage("slow", 4, move |n| {
+                let live = probe.clone();
+                async move {
+                    let _inside = live.enter();
+                    sleep(ms(10)).await;
+                    Ok::<_, String>(n)
+                }
+            })
+            .buffer(capacity)
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 40);
+        assert_eq!(live.max(), 4, "peak in flight, input capacity {capacity}");
+        // 40 items of 10 ms, 4 at a time.
+        assert_eq!(start.elapsed(), ms(100), "input capacity {capacity}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn stages_overlap_in_time() {
     // Two stages of 10 ms, one worker each: a pipeline takes (items + 1) * 10 ms, not 2 * items.

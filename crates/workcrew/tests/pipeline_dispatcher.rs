@@ -51,6 +51,72 @@ async fn dispatch_receive_done_round_trip() {
     assert_eq!(report.completed, 9);
 }
 
+/// Counts how many jobs run at once.
+#[derive(Clone, Default)]
+struct Live {
+    now: Arc<AtomicUsize>,
+    max: Arc<AtomicUsize>,
+}
+
+struct Inside(Arc<AtomicUsize>);
+
+impl Live {
+    fn enter(&self) -> Inside {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        Inside(Arc::clone(&self.now))
+    }
+
+    fn max(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An issue-10 regression: the default (unbuffered) dispatcher ran 1 job at a time out of 4
+/// workers. The peak in flight must be the worker count for every buffer size.
+#[tokio::test(start_paused = true)]
+async fn every_worker_runs_a_job_whatever_the_buffer() {
+    for capacity in [0, 1, 8] {
+        let live = Live::default();
+        let probe = live.clone();
+        let d = Dispatcher::builder()
+            .workers(4)
+            .buffer(capacity)
+            .start(move |n: u32| {
+                let live = probe.clone();
+                async move {
+                    let _inside = live.enter();
+                    sleep(ms(10)).await;
+                    Ok::<_, String>(n)
+                }
+            });
+        let producer = {
+            let d = d.clone();
+            tokio::spawn(async move {
+                for n in 0..40 {
+                    d.dispatch(n).await.unwrap();
+                }
+                d.done();
+            })
+        };
+        let start = Instant::now();
+        let mut got = 0;
+        while d.receive().await.is_some() {
+            got += 1;
+        }
+        producer.await.unwrap();
+        assert_eq!(got, 40);
+        assert_eq!(live.max(), 4, "peak in flight, buffer {capacity}");
+        assert_eq!(start.elapsed(), ms(100), "buffer {capacity}");
+    }
+}
+
 /// Go seed bug: dispatch racing done — a send on a closed channel panicked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn regression_dispatch_racing_done_is_an_error_not_a_panic() {

@@ -3,6 +3,8 @@
 //! while an item waits for it, or a sender whose parked batch was moved but never woken) hangs
 //! the run, which the timeout turns into a failure.
 
+use std::future::pending;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -99,5 +101,63 @@ async fn shutdown_with_full_channels_ends_every_task() {
             .await
             .expect("shutdown hung");
         assert!(report.stats.stages.iter().all(|s| s.workers == 0));
+    }
+}
+
+/// Every worker of a stage gets an item while the others hold theirs: each item waits at a
+/// barrier of the stage's worker count, so the run goes on only if all 4 are in flight at once.
+/// Issue 10: with a rendezvous input the blocked sender was not woken while workers already
+/// waited, so this hung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_of_a_stage_gets_an_item_while_the_others_hold_theirs() {
+    const WORKERS: usize = 4;
+    for capacity in [0, 1, 8] {
+        let barrier = Arc::new(tokio::sync::Barrier::new(WORKERS));
+        let run = Pipeline::from_iter(0..2_000u64)
+            .buffer(capacity)
+            .stage("held", WORKERS, move |n| {
+                let barrier = Arc::clone(&barrier);
+                async move {
+                    barrier.wait().await;
+                    Ok::<_, ()>(n)
+                }
+            })
+            .buffer(capacity)
+            .collect();
+        let out = tokio::time::timeout(LIMIT, run)
+            .await
+            .unwrap_or_else(|_| panic!("hung: input capacity {capacity}"))
+            .unwrap();
+        assert_eq!(out.len(), 2_000);
+    }
+}
+
+/// One item that never finishes must not stop the others (issue 10: with a rendezvous input
+/// every other item waited behind it).
+#[tokio::test(start_paused = true)]
+async fn an_item_that_never_finishes_holds_back_only_its_worker() {
+    for capacity in [0, 1, 8] {
+        let mut stream = Pipeline::from_iter(0..100u64)
+            .buffer(capacity)
+            .stage("stuck", 4, |n| async move {
+                if n == 0 {
+                    pending::<()>().await;
+                }
+                Ok::<_, ()>(n)
+            })
+            .buffer(capacity)
+            .run();
+        // The paused clock jumps to the limit at once if the run is stuck.
+        let got = tokio::time::timeout(LIMIT, async {
+            let mut got = Vec::new();
+            while got.len() < 99 {
+                got.push(stream.next().await.unwrap().unwrap());
+            }
+            got
+        })
+        .await
+        .unwrap_or_else(|_| panic!("hung behind the stuck item: input capacity {capacity}"));
+        assert!(!got.contains(&0));
+        stream.shutdown().await;
     }
 }

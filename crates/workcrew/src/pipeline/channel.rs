@@ -13,8 +13,12 @@
 //!   queue is a one-item hand-off slot that a sender may fill only while a
 //!   receiver is waiting, so a sender waits until a receiver is ready for its
 //!   item, as with a Go unbuffered channel: no stage runs ahead of the next
-//!   one by more than the item in hand. A receiver that starts waiting wakes
-//!   one waiting sender.
+//!   one by more than the item in hand. A sender is woken whenever the slot
+//!   may take an item: by a receiver that starts waiting while the slot is
+//!   empty, and by a receiver that empties the slot while other receivers
+//!   already wait (the second was missing before issue 10: a blocked sender
+//!   then slept while idle receivers waited, so N receivers had one item in
+//!   flight between them).
 //! - Hand-over of blocked batches ([`Sender::send_all`], buffered channels
 //!   only): a batch that does not fit is parked in the channel (`parked`,
 //!   with its sender in `parked_senders`) instead of staying in the sending
@@ -149,14 +153,21 @@ impl<T> State<T> {
     /// A receiver took items: refills the queue from parked batches (waking
     /// each sender whose batch is then all in the queue, and a waiting
     /// receiver per item moved), then wakes one waiting sender per free slot
-    /// left. A rendezvous sender waits for a receiver instead
-    /// ([`State::receiver_waiting`]).
+    /// left. On a rendezvous channel the slot is free again: if receivers
+    /// are already waiting, one sender is woken now, since none of them will
+    /// *start* waiting to wake it ([`State::receiver_waiting`] covers the
+    /// receivers that come later). Without that a sender slept while idle
+    /// receivers waited, and a stage with a rendezvous input ran one item at
+    /// a time (issue 10).
     ///
     /// (Waking senders only below half capacity, to batch wake-ups, was
     /// measured: no gain on the no-op benchmark, and it made `dispatch` wait
     /// while there was room.)
     fn took(&mut self, wakers: &mut Vec<Waker>) {
         if self.capacity == 0 {
+            if self.room() {
+                wakers.extend(self.send_waiters.pop());
+            }
             return;
         }
         let mut moved = 0;
