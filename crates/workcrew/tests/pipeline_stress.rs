@@ -15,9 +15,8 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// 3 no-op stages with the given concurrency and buffers (source buffer first).
 fn noop(items: u64, concurrency: usize, buffers: [usize; 4]) -> Pipeline<u64, ()> {
     Pipeline::from_iter(0..items)
-        .buffer(buffers[0])
         .stage("a", concurrency, |n| async move { Ok(n) })
-        .buffer(buffers[1])
+        .input_capacity(buffers[0])
         .stage("b", concurrency, |n| async move {
             // Now and then an item that waits, so batches and single items mix.
             if n % 97 == 0 {
@@ -25,9 +24,10 @@ fn noop(items: u64, concurrency: usize, buffers: [usize; 4]) -> Pipeline<u64, ()
             }
             Ok(n)
         })
-        .buffer(buffers[2])
+        .input_capacity(buffers[1])
         .stage("c", concurrency, |n| async move { Ok(n + 1) })
-        .buffer(buffers[3])
+        .input_capacity(buffers[2])
+        .output_capacity(buffers[3])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +70,7 @@ fn a_stream_read_outside_the_runtime_gets_everything() {
         .unwrap();
     for _ in 0..3 {
         let n = rt.block_on(async {
-            let mut stream = noop(ITEMS, 2, [32, 32, 32, 32]).run();
+            let mut stream = noop(ITEMS, 2, [32, 32, 32, 32]).run().unwrap();
             let mut n = 0;
             tokio::time::timeout(LIMIT, async {
                 while let Some(item) = stream.next().await {
@@ -91,7 +91,7 @@ fn a_stream_read_outside_the_runtime_gets_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_full_channels_ends_every_task() {
     for buffers in [[1, 1, 1, 1], [32, 32, 32, 32]] {
-        let mut stream = noop(u64::MAX, 2, buffers).run();
+        let mut stream = noop(u64::MAX, 2, buffers).run().unwrap();
         for _ in 0..100 {
             stream.next().await.unwrap().unwrap();
         }
@@ -114,7 +114,6 @@ async fn every_worker_of_a_stage_gets_an_item_while_the_others_hold_theirs() {
     for capacity in [0, 1, 8] {
         let barrier = Arc::new(tokio::sync::Barrier::new(WORKERS));
         let run = Pipeline::from_iter(0..2_000u64)
-            .buffer(capacity)
             .stage("held", WORKERS, move |n| {
                 let barrier = Arc::clone(&barrier);
                 async move {
@@ -122,7 +121,8 @@ async fn every_worker_of_a_stage_gets_an_item_while_the_others_hold_theirs() {
                     Ok::<_, ()>(n)
                 }
             })
-            .buffer(capacity)
+            .input_capacity(capacity)
+            .output_capacity(capacity)
             .collect();
         let out = tokio::time::timeout(LIMIT, run)
             .await
@@ -138,15 +138,16 @@ async fn every_worker_of_a_stage_gets_an_item_while_the_others_hold_theirs() {
 async fn an_item_that_never_finishes_holds_back_only_its_worker() {
     for capacity in [0, 1, 8] {
         let mut stream = Pipeline::from_iter(0..100u64)
-            .buffer(capacity)
             .stage("stuck", 4, |n| async move {
                 if n == 0 {
                     pending::<()>().await;
                 }
                 Ok::<_, ()>(n)
             })
-            .buffer(capacity)
-            .run();
+            .input_capacity(capacity)
+            .output_capacity(capacity)
+            .run()
+            .unwrap();
         // The paused clock jumps to the limit at once if the run is stuck.
         let got = tokio::time::timeout(LIMIT, async {
             let mut got = Vec::new();

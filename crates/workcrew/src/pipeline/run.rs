@@ -139,6 +139,15 @@ impl<E> RunShared<E> {
         errors.first.take()
     }
 
+    /// A copy of the first error (if not yet taken) and the later ones, in order.
+    pub(crate) fn errors(&self) -> Vec<PipelineError<E>>
+    where
+        E: Clone,
+    {
+        let errors = lock(&self.errors);
+        errors.first.iter().chain(&errors.later).cloned().collect()
+    }
+
     pub(crate) fn take_later(&self) -> Vec<PipelineError<E>> {
         std::mem::take(&mut lock(&self.errors).later)
     }

@@ -35,7 +35,7 @@ use super::channel::{Receiver, Sender, TryRecvError};
 use super::error::PipelineError;
 use super::events::PipelineEvent;
 use super::run::{Env, RunShared};
-use super::stats::{LocalStats, StageShared};
+use super::stats::StageShared;
 
 /// How one stage turns an input into an output.
 pub(crate) trait StageFn<In, Out, E>: Send + Sync + 'static {
@@ -160,11 +160,12 @@ async fn flush<T>(tx: &Sender<T>, output: &mut VecDeque<T>) -> bool {
     output.is_empty() || tx.send_all(output).await.is_ok()
 }
 
-/// One worker of a stage: runs until its input ends, its output is gone, or
-/// the run stops.
+/// Worker `index` of a stage: runs until its input ends, its output is gone,
+/// or the run stops.
 pub(crate) async fn work<In, Out, E, S>(
     run: Arc<RunShared<E>>,
     stage: Arc<StageShared>,
+    index: usize,
     f: Arc<S>,
     rx: Receiver<Env<In, E>>,
     tx: Sender<Env<Out, E>>,
@@ -175,7 +176,7 @@ pub(crate) async fn work<In, Out, E, S>(
         run: &run,
         stage: &stage,
     };
-    let mut stats = LocalStats::new(&stage);
+    let mut stats = stage.worker(index);
     // This worker's share of the input, and outputs not yet handed on: one
     // channel lock per batch instead of per item (see `flush`).
     let mut input: VecDeque<Env<In, E>> = VecDeque::new();
