@@ -162,3 +162,34 @@ async fn an_item_that_never_finishes_holds_back_only_its_worker() {
         stream.shutdown().await;
     }
 }
+
+/// A worker that took a batch of quick items must not hold the rest of its batch back when one
+/// of them turns out to wait: idle workers take them. (Issue 10 review: with item 50 stuck, the
+/// items batched behind it in its worker never came out, and the barrier test above hung at
+/// the end of its input.)
+#[tokio::test(start_paused = true)]
+async fn items_batched_behind_a_waiting_item_go_to_idle_workers() {
+    for capacity in [1, 8, 32] {
+        let mut stream = Pipeline::from_iter(0..200u64)
+            .stage("mostly-quick", 2, |n| async move {
+                if n == 50 {
+                    pending::<()>().await;
+                }
+                Ok::<_, ()>(n)
+            })
+            .input_capacity(capacity)
+            .run()
+            .unwrap();
+        let got = tokio::time::timeout(LIMIT, async {
+            let mut got = Vec::new();
+            while got.len() < 199 {
+                got.push(stream.next().await.unwrap().unwrap());
+            }
+            got
+        })
+        .await
+        .unwrap_or_else(|_| panic!("items held behind the stuck one: input capacity {capacity}"));
+        assert!(!got.contains(&50));
+        stream.shutdown().await;
+    }
+}

@@ -20,6 +20,12 @@
 //! Per item a worker does: take (try first, then wait), call under
 //! `catch_unwind`, pass on (try first, then wait). No allocation, no task
 //! spawn, no clock read unless the worker goes idle.
+//!
+//! A worker takes a batch only while its items finish without waiting, and
+//! the moment one of them has to wait it gives the rest of its batch back to
+//! the input channel ([`Receiver::give_back`](super::channel::Receiver::give_back)),
+//! so items never wait behind a slow (or stuck) one while a sibling worker is
+//! idle: N workers have N items in flight whenever N are available.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -27,6 +33,7 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -231,17 +238,30 @@ pub(crate) async fn work<In, Out, E, S>(
         let item = match env.item {
             // Continue mode: a failure from upstream passes through unprocessed.
             Err(failure) => Err(failure),
-            Ok(input) => {
-                let called = std::panic::catch_unwind(AssertUnwindSafe(|| f.call(input)));
+            Ok(value) => {
+                let called = std::panic::catch_unwind(AssertUnwindSafe(|| f.call(value)));
                 let outcome = match called {
                     Ok(fut) => {
                         let mut fut = std::pin::pin!(AssertUnwindSafe(fut).catch_unwind());
-                        std::future::poll_fn(|cx| {
-                            let poll = fut.as_mut().poll(cx);
-                            waited |= poll.is_pending();
-                            poll
-                        })
-                        .await
+                        let first =
+                            std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+                        match first {
+                            Poll::Ready(outcome) => outcome,
+                            Poll::Pending => {
+                                // This item waits: nothing else may wait behind it
+                                // (forever, if it never finishes). The rest of the
+                                // batch goes back to the channel for idle workers,
+                                // and finished outputs go on.
+                                waited = true;
+                                if !input.is_empty() {
+                                    rx.give_back(&mut input);
+                                }
+                                if !flush(&tx, &mut output).await {
+                                    break;
+                                }
+                                fut.await
+                            }
+                        }
                     }
                     Err(payload) => Err(payload),
                 };

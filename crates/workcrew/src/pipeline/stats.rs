@@ -93,6 +93,7 @@ impl Busy {
 }
 
 /// Adds 1 to a counter that only the calling worker writes.
+#[inline]
 fn bump(counter: &AtomicU64) {
     counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
@@ -170,18 +171,26 @@ pub(crate) struct WorkerStats<'a> {
 impl WorkerStats<'_> {
     /// The stage's function is about to be called for an item (or, in
     /// continue mode, a failure passes through).
+    #[inline]
     pub(crate) fn took(&mut self) {
         if !self.busy {
-            self.busy = true;
-            lock(&self.slot.busy).since = Some(Instant::now());
+            self.start_busy();
         }
         bump(&self.slot.items_in);
     }
 
+    #[cold]
+    fn start_busy(&mut self) {
+        self.busy = true;
+        lock(&self.slot.busy).since = Some(Instant::now());
+    }
+
+    #[inline]
     pub(crate) fn passed(&mut self) {
         bump(&self.slot.items_out);
     }
 
+    #[inline]
     pub(crate) fn failed(&mut self) {
         bump(&self.slot.failed);
     }
