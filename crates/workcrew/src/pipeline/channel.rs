@@ -84,6 +84,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use waiters::Waiters;
+
 /// Moves the first `n` items of `from` to the back of `to`: by swapping the
 /// buffers when that moves everything into an empty deque, else by `append`
 /// (a block copy) when it moves everything, else item by item. (Measured on
@@ -98,66 +100,6 @@ fn move_front<T>(from: &mut VecDeque<T>, to: &mut VecDeque<T>, n: usize) {
         }
     } else {
         to.extend(from.drain(..n));
-    }
-}
-
-/// Wakers of tasks waiting on one side of the channel, in arrival order.
-struct Waiters {
-    list: VecDeque<(u64, Waker)>,
-    next_key: u64,
-}
-
-impl Waiters {
-    fn new() -> Self {
-        Waiters {
-            list: VecDeque::new(),
-            next_key: 0,
-        }
-    }
-
-    /// Registers (or refreshes) the waiter `key`.
-    fn register(&mut self, key: &mut Option<u64>, waker: &Waker) {
-        if let Some(k) = *key {
-            if let Some(entry) = self.list.iter_mut().find(|(id, _)| *id == k) {
-                if !entry.1.will_wake(waker) {
-                    entry.1 = waker.clone();
-                }
-                return;
-            }
-        }
-        let k = self.next_key;
-        self.next_key += 1;
-        self.list.push_back((k, waker.clone()));
-        *key = Some(k);
-    }
-
-    /// Removes `key`; true if it was still waiting (not woken).
-    fn remove(&mut self, key: u64) -> bool {
-        match self.list.iter().position(|(id, _)| *id == key) {
-            Some(pos) => {
-                self.list.remove(pos);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn pop(&mut self) -> Option<Waker> {
-        self.list.pop_front().map(|(_, w)| w)
-    }
-
-    /// Moves up to `n` wakers into `out`.
-    fn pop_into(&mut self, n: usize, out: &mut Vec<Waker>) {
-        for _ in 0..n {
-            match self.pop() {
-                Some(w) => out.push(w),
-                None => break,
-            }
-        }
-    }
-
-    fn take_all(&mut self) -> Vec<Waker> {
-        self.list.drain(..).map(|(_, w)| w).collect()
     }
 }
 
@@ -193,7 +135,7 @@ impl<T> State<T> {
     /// Whether a sender may push now.
     fn room(&self) -> bool {
         if self.capacity == 0 {
-            self.queue.is_empty() && !self.recv_waiters.list.is_empty()
+            self.queue.is_empty() && !self.recv_waiters.is_empty()
         } else {
             self.queue.len() < self.capacity
         }
@@ -869,3 +811,4 @@ impl<T> Drop for Recv<'_, T> {
 
 #[cfg(test)]
 mod tests;
+mod waiters;
