@@ -848,6 +848,7 @@ impl RunCtx {
     /// fences out the ranges the store no longer lists as ours.
     async fn heartbeat(self: Arc<Self>, done: CancellationToken) {
         let every = Duration::from_millis((self.lease_ms / 3).max(1));
+        let mut suspects: Vec<(u64, u64)> = Vec::new();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -876,16 +877,52 @@ impl RunCtx {
                     return;
                 }
             };
-            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            for (range, fence) in local {
-                if still.contains(&(range, fence)) {
-                    continue;
-                }
-                if let Some(h) = held.get_mut(&range) {
-                    if h.fence == fence {
-                        h.fenced = true;
-                        h.token.cancel();
+            let orphans: Vec<(u64, u64)> = {
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                for (range, fence) in &local {
+                    if still.contains(&(*range, *fence)) {
+                        continue;
                     }
+                    if let Some(h) = held.get_mut(range) {
+                        if h.fence == *fence {
+                            h.fenced = true;
+                            h.token.cancel();
+                        }
+                    }
+                }
+                // Ranges the store says this owner holds but no worker knows of: a
+                // step that claimed them ran, but its reply was lost and the step
+                // was retried. Seen twice in a row (so not a claim whose reply is
+                // still on its way), they are given back.
+                let unknown: Vec<(u64, u64)> = still
+                    .iter()
+                    .filter(|(range, fence)| held.get(range).is_none_or(|h| h.fence != *fence))
+                    .copied()
+                    .collect();
+                let orphans = unknown
+                    .iter()
+                    .filter(|r| suspects.contains(r))
+                    .copied()
+                    .collect();
+                suspects = unknown;
+                orphans
+            };
+            if !orphans.is_empty() {
+                tracing::warn!(job = %self.job, ranges = orphans.len(), "giving back ranges claimed by a step whose reply was lost");
+                let release = orphans
+                    .iter()
+                    .map(|(range, fence)| {
+                        let finish = Finish {
+                            range: *range,
+                            fence: *fence,
+                            outcome: FinishOutcome::Release,
+                        };
+                        (finish, 0)
+                    })
+                    .collect();
+                if let Err(e) = self.step(release, 0).await {
+                    self.fail(e);
+                    return;
                 }
             }
         }

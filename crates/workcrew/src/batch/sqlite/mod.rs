@@ -1009,6 +1009,7 @@ impl Store for SqliteStore {
     fn reset<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         let job = job.to_owned();
         self.transact(move |tx| {
+            tx.exec("fence_keep", [&job])?;
             tx.exec("ranges_delete", [&job])?;
             tx.exec("failed_ids_delete", [&job])?;
             tx.exec("job_delete", [&job])?;
