@@ -33,7 +33,8 @@ pub(crate) fn kind_of(e: &RedisError) -> StoreErrorKind {
     }
     match e.code() {
         Some(NO_JOB | CONFLICT) => StoreErrorKind::Conflict,
-        Some(CORRUPT) => StoreErrorKind::Corrupt,
+        // WRONGTYPE: one of the job's keys holds another kind of value (not ours).
+        Some(CORRUPT | "WRONGTYPE") => StoreErrorKind::Corrupt,
         _ => StoreErrorKind::Other,
     }
 }

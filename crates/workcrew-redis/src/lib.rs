@@ -29,6 +29,7 @@
 //!
 //! # Connecting
 //!
+//! The store needs Redis 7.0 or newer (or Valkey): its scripts declare flags.
 //! [`RedisStore::connect`] takes a `redis://` URL;
 //! [`RedisStore::builder`] also sets the key prefix and the per-call timeout.
 //! One store holds one multiplexed connection that carries every call of every

@@ -7,8 +7,13 @@
 //!   Redis runs a script alone. Scripts are sent by hash (`EVALSHA`) and loaded
 //!   once; a server that forgot them (restarted, `SCRIPT FLUSH`) answers
 //!   `NOSCRIPT` and the script is loaded again (`redis::Script` does this).
-//!   Scripts check everything before they write: Redis does not roll a script
-//!   back when it fails halfway.
+//!   Redis does not roll a script back when it fails halfway, so scripts fail
+//!   before their first write where they can: a missing job, a conflicting
+//!   request; Redis refuses to start one when it is out of memory (the scripts
+//!   declare flags, so a write cannot fail halfway for lack of memory). A record
+//!   that cannot be read ([`Corrupt`](StoreErrorKind::Corrupt): a key written
+//!   by something else) can stop a step after its first writes; such a job needs
+//!   a reset.
 //! - **Keys.** A job's keys share the hash tag `{prefix:job}` (see
 //!   `common.lua` for the layout), so a cluster would keep them on one slot.
 //!   Done ranges are deleted and counted, so a job holds only its open and

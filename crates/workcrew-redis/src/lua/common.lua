@@ -1,3 +1,8 @@
+#!lua
+-- (The shebang makes this a script with flags, Redis 7 and later: the server refuses to
+-- start it when over `maxmemory` rather than failing a write halfway through it, and only
+-- keys given in KEYS may be used.)
+--
 -- Shared by every script of the Redis batch store: prepended to each one (Redis scripts
 -- cannot include each other). It names the job's keys and reads and writes range records.
 --
@@ -39,14 +44,51 @@ local JOB_FIELDS = {
   'pending_at', 'expiry_at', 'tat',
 }
 
+-- The type each field of the job's record must have ('n' number, 's' string, 'b' boolean;
+-- '?' after it: or false).
+local JOB_TYPES = {
+  src = 's', kind = 's', start = 's?', end_ = 's?', size = 'n?', nranges = 'n?',
+  lastlen = 'n?', cut = 'n', next = 'n', fence = 'n', cursor = 's?', ids_done = 'n',
+  ids_failed = 'n', ranges_done = 'n', ids_claimed = 'n', ids_pending = 'n',
+  pending_at = 'n?', expiry_at = 'n?', tat = 'n?',
+}
+
+local LUA_TYPES = { n = 'number', s = 'string', b = 'boolean' }
+
+-- Whether `v` has the type `spec` names.
+local function typed(v, spec)
+  if v == false and string.sub(spec, 2, 2) == '?' then
+    return true
+  end
+  return type(v) == LUA_TYPES[string.sub(spec, 1, 1)]
+end
+
+-- Raises the store's "unreadable data" error.
+local function corrupt(what)
+  error({ err = 'WCCORRUPT ' .. what .. ' is unreadable (written by another program or version?)' })
+end
+
+-- Unpacks a cmsgpack string of exactly `n` values, or raises corrupt(what).
+local function unpack_exactly(raw, n, what)
+  local values = { pcall(cmsgpack.unpack, raw) }
+  if not values[1] or #values ~= n + 1 then
+    corrupt(what)
+  end
+  table.remove(values, 1)
+  return values
+end
+
 local function load_job()
   local raw = redis.call('GET', JOB)
   if not raw then
     return nil
   end
-  local values = { cmsgpack.unpack(raw) }
+  local values = unpack_exactly(raw, #JOB_FIELDS, 'the job record')
   local j = {}
   for x, name in ipairs(JOB_FIELDS) do
+    if not typed(values[x], JOB_TYPES[name]) then
+      corrupt('the job record')
+    end
     j[name] = values[x]
   end
   return j
@@ -81,15 +123,25 @@ end
 -- A range record, or nil. Fields: state, fence, attempts, checkpoint, amo (at-most-once
 -- claim), len, owner (false when none), err (false when none), k (the span index, or false
 -- for a list range).
+local RANGE_TYPES = { 'n', 'n', 'n', 'n', 'b', 'n', 's?', 's?', 'n?' }
+
 local function load_range(f)
   local raw = redis.call('HGET', RANGES, f)
   if not raw then
     return nil
   end
-  local state, fence, attempts, checkpoint, amo, len, owner, err, k = cmsgpack.unpack(raw)
+  local v = unpack_exactly(raw, #RANGE_TYPES, 'range ' .. f)
+  for x, spec in ipairs(RANGE_TYPES) do
+    if not typed(v[x], spec) then
+      corrupt('range ' .. f)
+    end
+  end
+  if v[1] ~= ST_PENDING and v[1] ~= ST_CLAIMED and v[1] ~= ST_PARKED then
+    corrupt('range ' .. f)
+  end
   return {
-    state = state, fence = fence, attempts = attempts, checkpoint = checkpoint, amo = amo,
-    len = len, owner = owner, err = err, k = k,
+    state = v[1], fence = v[2], attempts = v[3], checkpoint = v[4], amo = v[5], len = v[6],
+    owner = v[7], err = v[8], k = v[9],
   }
 end
 
@@ -102,9 +154,13 @@ end
 local function list_ids(f)
   local raw = redis.call('HGET', LISTS, f)
   if not raw then
-    error({err = 'WCCORRUPT list range ' .. f .. ' has no ids'})
+    corrupt('list range ' .. f .. ' (no ids)')
   end
-  return cmsgpack.unpack(raw)
+  local ok, ids = pcall(cmsgpack.unpack, raw)
+  if not ok or type(ids) ~= 'table' then
+    corrupt('the ids of range ' .. f)
+  end
+  return ids
 end
 
 -- Numbers go into Redis as exact integers (tostring would round to 14 digits).
