@@ -1,5 +1,6 @@
 //! Several processes share one job through one SQLite file: one is SIGKILLed
-//! mid-range, then one is frozen past its lease. Every id is processed at least
+//! mid-range, then one is frozen past its lease; then the only process is
+//! SIGKILLed and a new one resumes the job. Every id is processed at least
 //! once, none skipped, duplicates only in the faulty process's ranges, and its
 //! late work is fenced out.
 //!
@@ -29,7 +30,9 @@ fn main() {
     // `cargo test` passes its own flags (e.g. a filter); this binary runs both
     // scenarios whatever they are, unless asked only to list.
     if args.iter().any(|a| a == "--list") {
-        println!("kill_one_mid_range: test\nfreeze_one_past_its_lease: test");
+        println!(
+            "kill_one_mid_range: test\nfreeze_one_past_its_lease: test\nkill_all_then_rerun: test"
+        );
         return;
     }
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("batch-mp");
@@ -50,8 +53,11 @@ fn main() {
             multiprocess::kill_one_mid_range(&store, "mp-kill", command, scenario.clone()).await;
         println!("test kill_one_mid_range ... ok: {report}");
         let report =
-            multiprocess::freeze_one_past_its_lease(&store, "mp-freeze", command, scenario).await;
+            multiprocess::freeze_one_past_its_lease(&store, "mp-freeze", command, scenario.clone())
+                .await;
         println!("test freeze_one_past_its_lease ... ok: {report}");
+        let report = multiprocess::kill_all_then_rerun(&store, "mp-rerun", command, scenario).await;
+        println!("test kill_all_then_rerun ... ok: {report}");
     });
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));

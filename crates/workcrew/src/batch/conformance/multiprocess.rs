@@ -200,10 +200,28 @@ pub async fn freeze_one_past_its_lease(
     run_faulty(store, job, command, scenario, Fault::Freeze).await
 }
 
+/// The only process running the job is SIGKILLed mid-range (the whole program
+/// dies); a new process then runs the same job again and completes it. Same
+/// checks as [`kill_one_mid_range`]. `scenario.processes` is ignored (one, then
+/// one more).
+pub async fn kill_all_then_rerun(
+    store: &dyn Store,
+    job: &str,
+    command: impl Fn() -> Command,
+    scenario: Scenario,
+) -> Report {
+    let scenario = Scenario {
+        processes: 1,
+        ..scenario
+    };
+    run_faulty(store, job, command, scenario, Fault::KillThenRerun).await
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fault {
     Kill,
     Freeze,
+    KillThenRerun,
 }
 
 /// Kills every child it holds on drop, so a failing check leaves no process.
@@ -242,8 +260,8 @@ async fn run_faulty(
     let logs: Vec<PathBuf> = (0..s.processes)
         .map(|i| dir.join(format!("child-{i}.log")))
         .collect();
-    let mut children = Children(Vec::new());
-    for log in &logs {
+    let mut logs = logs;
+    let start = |log: &Path| {
         let mut cmd = command();
         cmd.arg(job)
             .arg(log)
@@ -253,8 +271,9 @@ async fn run_faulty(
             .arg(s.lease.as_millis().to_string())
             .arg(s.range_time.as_millis().to_string())
             .stdin(Stdio::null());
-        children.0.push(cmd.spawn().expect("start a child process"));
-    }
+        cmd.spawn().expect("start a child process")
+    };
+    let mut children = Children(logs.iter().map(|log| start(log)).collect());
     let deadline = Instant::now() + s.deadline;
     // Wait until the first child is in the middle of a range (and has done a few).
     loop {
@@ -271,10 +290,15 @@ async fn run_faulty(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     match fault {
-        Fault::Kill => {
+        Fault::Kill | Fault::KillThenRerun => {
             children.0[0].kill().expect("SIGKILL child 0");
             let status = children.0[0].wait().expect("reap child 0");
             assert!(!status.success(), "child 0 was killed");
+            if fault == Fault::KillThenRerun {
+                let log = dir.join("rerun.log");
+                children.0.push(start(&log));
+                logs.push(log);
+            }
         }
         Fault::Freeze => {
             signal(&children.0[0], rustix::process::Signal::STOP);
@@ -283,7 +307,7 @@ async fn run_faulty(
         }
     }
     // The others (and a thawed child 0) finish the job.
-    let first = usize::from(fault == Fault::Kill);
+    let first = usize::from(fault != Fault::Freeze);
     for (i, child) in children.0.iter_mut().enumerate().skip(first) {
         loop {
             if let Some(status) = child.try_wait().expect("poll a child") {
