@@ -40,8 +40,8 @@
 //!
 //! A job named `j` lives in eight keys `{prefix:j}:job`, `…:ranges`, `…:lists`,
 //! `…:pending`, `…:claimed`, `…:parked`, `…:failed` and `…:errors` (prefix
-//! default `workcrew`). They share the hash tag `{prefix:j}`, so a Redis
-//! cluster keeps them on one slot. Done ranges are deleted and counted: a job
+//! default `workcrew`). They share the hash tag `{prefix:j}`, so they would stay
+//! on one slot of a Redis cluster (the store itself talks to one server). Done ranges are deleted and counted: a job
 //! holds only its open and parked ranges and its failed ids, whatever its size.
 //! [`BatchJob::reset`](workcrew::batch::BatchJob::reset) deletes them all.
 //!

@@ -1,7 +1,8 @@
 //! Several OS processes share one job through the shared Redis server (as
 //! separate machines would): one is SIGKILLed mid-range, then one is frozen past
-//! its lease. Every id is processed at least once, none skipped, duplicates only
-//! in the faulty process's ranges, and its late work is fenced out.
+//! its lease, then the only one is SIGKILLed and a new one resumes the job. Every
+//! id is processed at least once, none skipped, duplicates only in the faulty
+//! process's ranges, and its late work is fenced out.
 //!
 //! This binary is its own harness (`harness = false`): started with
 //! `CHILD_FLAG` it is one of the job's processes. Its keys live under a prefix of
@@ -59,7 +60,9 @@ fn main() {
     // `cargo test` passes its own flags (e.g. a filter); this binary runs both
     // scenarios whatever they are, unless asked only to list.
     if args.iter().any(|a| a == "--list") {
-        println!("kill_one_mid_range: test\nfreeze_one_past_its_lease: test");
+        println!(
+            "kill_one_mid_range: test\nfreeze_one_past_its_lease: test\nkill_all_then_rerun: test"
+        );
         return;
     }
     let url = support::url();
@@ -83,7 +86,10 @@ fn main() {
             multiprocess::kill_one_mid_range(&store, "mp-kill", command, scenario.clone()).await;
         println!("test kill_one_mid_range ... ok: {report}");
         let report =
-            multiprocess::freeze_one_past_its_lease(&store, "mp-freeze", command, scenario).await;
+            multiprocess::freeze_one_past_its_lease(&store, "mp-freeze", command, scenario.clone())
+                .await;
         println!("test freeze_one_past_its_lease ... ok: {report}");
+        let report = multiprocess::kill_all_then_rerun(&store, "mp-rerun", command, scenario).await;
+        println!("test kill_all_then_rerun ... ok: {report}");
     });
 }

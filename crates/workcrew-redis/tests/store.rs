@@ -227,7 +227,7 @@ async fn appending_to_a_span_job_is_a_conflict() {
 }
 
 #[tokio::test]
-async fn an_unknown_job_is_a_conflict_naming_it() {
+async fn an_unknown_job_is_a_conflict_naming_it_and_lists_no_failures() {
     let store = support::store().await;
     let err = store
         .step("ghost", step("a", T0, 1000, 1, vec![]))
@@ -237,6 +237,10 @@ async fn an_unknown_job_is_a_conflict_naming_it() {
     assert!(err.to_string().contains("no job \"ghost\""), "{err}");
     let err = store.renew("ghost", "a", T0, 1000).await.unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::Conflict, "{err}");
+    // Listing failures is a question, not an operation on the job: nothing to list
+    // (as SQLite answers).
+    assert!(store.failed_ids("ghost", 10).await.unwrap().is_empty());
+    assert!(store.failed_ranges("ghost", 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]

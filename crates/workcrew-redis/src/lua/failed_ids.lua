@@ -1,10 +1,8 @@
 -- Up to `limit` failed ids, lowest first, with their errors (Store::failed_ids).
 --
--- ARGV: limit. Reply: { id1, error1, id2, error2, ... } (ids encoded).
+-- ARGV: limit. Reply: { id1, error1, id2, error2, ... } (ids encoded); none for a job that
+-- does not exist (as SQLite answers).
 
-if redis.call('EXISTS', JOB) == 0 then
-  return no_job()
-end
 local limit = tonumber(ARGV[1])
 local out = {}
 if limit > 0 then

@@ -1,11 +1,12 @@
 -- Up to `limit` parked ranges, lowest number first (Store::failed_ranges).
 --
 -- ARGV: limit. Reply: { span, ranges } with span = { start, size, end } or false, and each
--- range { number, k | false, ids | false, attempts, error | false }.
+-- range { number, k | false, ids | false, attempts, error | false }; none for a job that
+-- does not exist (as SQLite answers).
 
 local j = load_job()
 if not j then
-  return no_job()
+  return { false, {} }
 end
 local out = {}
 local limit = tonumber(ARGV[1])
