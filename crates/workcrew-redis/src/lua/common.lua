@@ -26,84 +26,71 @@ local JOB, RANGES, LISTS, PENDING, CLAIMED, PARKED, FAILED, ERRORS =
 
 local ST_PENDING, ST_CLAIMED, ST_PARKED = 0, 1, 3
 
--- The job's record, or nil: one string, read and written once per script (one GET and one
--- SET cost less than a hash's fields one by one). Fields, in this order:
---   src ('span' or 'loader'), kind ('int' or 'str'),
---   start, end (a span's bounds as decimal text; false for a loader), size, nranges (how many
---   ranges the span cuts into), lastlen (ids in the last one) (false for a loader),
---   cut (span ranges cut so far), next (the next range's number), fence (the last token),
---   cursor (a loader's last id, encoded; false before the first),
---   ids_done, ids_failed, ranges_done, ids_claimed, ids_pending (counters),
---   pending_at, expiry_at: no pending range is ready, and no lease expires, before these
---     times (lower bounds, false when the set is empty: a claim skips a set that has
---     nothing due without asking Redis),
---   tat (the rate limit's theoretical arrival time, ms; false before the first request).
-local JOB_FIELDS = {
-  'src', 'kind', 'start', 'end_', 'size', 'nranges', 'lastlen', 'cut', 'next', 'fence',
-  'cursor', 'ids_done', 'ids_failed', 'ranges_done', 'ids_claimed', 'ids_pending',
-  'pending_at', 'expiry_at', 'tat',
-}
-
--- The type each field of the job's record must have ('n' number, 's' string, 'b' boolean;
--- '?' after it: or false).
-local JOB_TYPES = {
-  src = 's', kind = 's', start = 's?', end_ = 's?', size = 'n?', nranges = 'n?',
-  lastlen = 'n?', cut = 'n', next = 'n', fence = 'n', cursor = 's?', ids_done = 'n',
-  ids_failed = 'n', ranges_done = 'n', ids_claimed = 'n', ids_pending = 'n',
-  pending_at = 'n?', expiry_at = 'n?', tat = 'n?',
-}
-
-local LUA_TYPES = { n = 'number', s = 'string', b = 'boolean' }
-
--- Whether `v` has the type `spec` names.
-local function typed(v, spec)
-  if v == false and string.sub(spec, 2, 2) == '?' then
-    return true
-  end
-  return type(v) == LUA_TYPES[string.sub(spec, 1, 1)]
-end
-
 -- Raises the store's "unreadable data" error.
 local function corrupt(what)
   error({ err = 'WCCORRUPT ' .. what .. ' is unreadable (written by another program or version?)' })
 end
 
--- Unpacks a cmsgpack string of exactly `n` values, or raises corrupt(what).
-local function unpack_exactly(raw, n, what)
-  local values = { pcall(cmsgpack.unpack, raw) }
-  if not values[1] or #values ~= n + 1 then
+-- Records are cmsgpack strings: a tag naming the kind of record and its layout (so data
+-- written by anything else is not taken for one), then its fields' values in the order of
+-- its schema (names; a false value stands for none).
+local function decode(raw, tag, schema, what)
+  local v = { pcall(cmsgpack.unpack, raw) }
+  if not v[1] or v[2] ~= tag or #v ~= #schema + 2 then
     corrupt(what)
   end
-  table.remove(values, 1)
-  return values
+  local record = {}
+  for x = 1, #schema do
+    record[schema[x]] = v[x + 2]
+  end
+  return record
 end
 
+local function encode(record, tag, schema)
+  local v = { tag }
+  for x = 1, #schema do
+    local value = record[schema[x]]
+    if value == nil then
+      value = false
+    end
+    v[x + 1] = value
+  end
+  return cmsgpack.pack(unpack(v))
+end
+
+-- The job's record: one string, read and written once per script (one GET and one SET cost
+-- less than a hash's fields one by one).
+local JOB_TAG = 'wcjob1'
+local JOB_SCHEMA = {
+  'src',          -- 'span' or 'loader'
+  'kind',         -- 'int' or 'str'
+  'start',        -- a span's bounds, decimal text (exact: not a double)
+  'end_',
+  'size',         -- ids per range of a span
+  'nranges',      -- how many ranges the span cuts into
+  'lastlen',      -- ids in its last range
+  'cut',          -- span ranges cut so far
+  'next',         -- the next range's number
+  'fence',        -- the last fencing token handed out
+  'cursor',       -- a loader's last id, encoded
+  'ids_done', 'ids_failed', 'ranges_done', 'ids_claimed', 'ids_pending',
+  -- No pending range is ready, and no lease expires, before these times (lower bounds;
+  -- false when the set is empty): a claim skips a set with nothing due without asking Redis.
+  'pending_at', 'expiry_at',
+  'tat',          -- the rate limit's theoretical arrival time (ms)
+}
+
+-- The job's record, or nil.
 local function load_job()
   local raw = redis.call('GET', JOB)
   if not raw then
     return nil
   end
-  local values = unpack_exactly(raw, #JOB_FIELDS, 'the job record')
-  local j = {}
-  for x, name in ipairs(JOB_FIELDS) do
-    if not typed(values[x], JOB_TYPES[name]) then
-      corrupt('the job record')
-    end
-    j[name] = values[x]
-  end
-  return j
+  return decode(raw, JOB_TAG, JOB_SCHEMA, 'the job record')
 end
 
 local function save_job(j)
-  local values = {}
-  for x, name in ipairs(JOB_FIELDS) do
-    local v = j[name]
-    if v == nil then
-      v = false
-    end
-    values[x] = v
-  end
-  redis.call('SET', JOB, cmsgpack.pack(unpack(values)))
+  redis.call('SET', JOB, encode(j, JOB_TAG, JOB_SCHEMA))
 end
 
 -- Lowers a set's "nothing due before" bound to `at`.
@@ -120,34 +107,31 @@ local function field(num)
   return string.format('%016d', num)
 end
 
--- A range record, or nil. Fields: state, fence, attempts, checkpoint, amo (at-most-once
--- claim), len, owner (false when none), err (false when none), k (the span index, or false
--- for a list range).
-local RANGE_TYPES = { 'n', 'n', 'n', 'n', 'b', 'n', 's?', 's?', 'n?' }
+-- A range's record.
+local RANGE_TAG = 'wcrange1'
+local RANGE_SCHEMA = {
+  'state',        -- ST_PENDING, ST_CLAIMED or ST_PARKED
+  'fence',        -- the token of its last claim
+  'attempts',
+  'checkpoint',   -- ids already processed, from its first
+  'amo',          -- claimed at-most-once
+  'len',          -- how many ids
+  'owner',        -- the holder while claimed
+  'err',          -- the last attempt's error
+  'k',            -- a span range's index in the span; false: a list
+}
 
+-- The record of range `f`, or nil.
 local function load_range(f)
   local raw = redis.call('HGET', RANGES, f)
   if not raw then
     return nil
   end
-  local v = unpack_exactly(raw, #RANGE_TYPES, 'range ' .. f)
-  for x, spec in ipairs(RANGE_TYPES) do
-    if not typed(v[x], spec) then
-      corrupt('range ' .. f)
-    end
-  end
-  if v[1] ~= ST_PENDING and v[1] ~= ST_CLAIMED and v[1] ~= ST_PARKED then
-    corrupt('range ' .. f)
-  end
-  return {
-    state = v[1], fence = v[2], attempts = v[3], checkpoint = v[4], amo = v[5], len = v[6],
-    owner = v[7], err = v[8], k = v[9],
-  }
+  return decode(raw, RANGE_TAG, RANGE_SCHEMA, 'range ' .. f)
 end
 
 local function save_range(f, r)
-  redis.call('HSET', RANGES, f, cmsgpack.pack(
-    r.state, r.fence, r.attempts, r.checkpoint, r.amo, r.len, r.owner, r.err, r.k))
+  redis.call('HSET', RANGES, f, encode(r, RANGE_TAG, RANGE_SCHEMA))
 end
 
 -- The ids of a list range, as an array of encoded ids.
