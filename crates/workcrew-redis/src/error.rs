@@ -22,12 +22,14 @@ pub(crate) fn kind_of(e: &RedisError) -> StoreErrorKind {
         )
     );
     // BUSY: another script runs past the time limit; the server serves again once it ends.
+    // OOM: the server is over its `maxmemory` and refused the whole script (scripts declare
+    // flags, so nothing of it ran); it may take writes again once memory is freed.
     if e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || transient_server
-        || e.code() == Some("BUSY")
+        || matches!(e.code(), Some("BUSY" | "OOM"))
     {
         return StoreErrorKind::Unavailable;
     }

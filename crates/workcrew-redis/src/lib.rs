@@ -63,7 +63,8 @@
 //!
 //! # Errors and outages
 //!
-//! A refused, broken or silent connection is
+//! A refused, broken or silent connection, or a server over its `maxmemory`
+//! (which refuses a whole step: nothing of it is applied), is
 //! [`Unavailable`](workcrew::batch::StoreErrorKind::Unavailable): a job retries it
 //! with backoff for its store retry time, and the store reconnects on the next
 //! call. Every call has a deadline ([`RedisStoreBuilder::timeout`]), so a dead

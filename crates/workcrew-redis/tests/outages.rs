@@ -325,3 +325,62 @@ async fn a_dropped_connection_is_replaced_on_the_next_call() {
     assert!(served, "reconnected by itself: {errors:?}");
     assert!(errors.len() <= 1, "one failed call at most: {errors:?}");
 }
+
+/// A server over its `maxmemory` refuses a whole step (the scripts declare flags,
+/// so Redis checks memory before running one, not at each write): nothing of it
+/// is applied, the error is transient, and the same step succeeds once memory is
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_out_of_memory_refuses_a_step_whole() {
+    let server = RedisServer::start(&["--save", "", "--appendonly", "no"], None);
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    store.open(&span_spec()).await.unwrap();
+    let now = store.now().await.unwrap();
+    let lease = store
+        .step("hung", claim_one(now))
+        .await
+        .unwrap()
+        .claimed
+        .remove(0);
+    let before = store.progress("hung").await.unwrap();
+
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut admin = client.get_connection().unwrap();
+    let _: i64 = redis::cmd("EVAL")
+        .arg("for i = 1, 50000 do redis.call('SET', 'filler:' .. i, string.rep('x', 100)) end return 1")
+        .arg(0)
+        .query(&mut admin)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "1mb"])
+        .query(&mut admin)
+        .unwrap();
+
+    let finish_and_claim = Step {
+        finish: vec![workcrew::batch::Finish {
+            range: lease.range,
+            fence: lease.fence,
+            outcome: workcrew::batch::FinishOutcome::Done { failed: Vec::new() },
+        }],
+        ..claim_one(now + 1)
+    };
+    let err = store
+        .step("hung", finish_and_claim.clone())
+        .await
+        .expect_err("over maxmemory");
+    assert!(err.to_string().contains("OOM"), "{err}");
+    assert!(err.is_transient(), "{err}");
+
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "0"])
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(
+        store.progress("hung").await.unwrap(),
+        before,
+        "nothing of the refused step was applied"
+    );
+    let reply = store.step("hung", finish_and_claim).await.unwrap();
+    assert_eq!(reply.finished, vec![true]);
+    assert_eq!(reply.claimed.len(), 1);
+}
