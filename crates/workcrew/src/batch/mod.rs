@@ -36,7 +36,7 @@
 //!     .build()?;
 //! let summary = job.run().await?;
 //! assert!(summary.complete);
-//! assert_eq!(total.load(Ordering::Relaxed), (0..10_000u64).sum());
+//! assert_eq!(total.load(Ordering::Relaxed), (0..10_000u64).sum::<u64>());
 //! # Ok(())
 //! # }
 //! ```
