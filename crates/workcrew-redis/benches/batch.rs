@@ -1,11 +1,12 @@
 //! The Redis store's batch figures, on the issue's workload:
 //!
 //! ```text
-//! REDIS_URL=redis://127.0.0.1:6379 cargo bench -p workcrew-redis --bench batch
+//! REDIS_URL=redis://127.0.0.1:6379 cargo bench -p workcrew-redis --bench batch [-- --figures]
 //! ```
 //!
-//! Criterion first measures a 100,000-id job (group `batch_redis`). Then the
-//! figures, each the median of 3 runs:
+//! Criterion first measures a 100,000-id job (group `batch_redis`; `--figures`
+//! skips it). Then the figures, each the median of 3 runs (one each under
+//! `cargo test --benches`, to prove the bench works):
 //!
 //! - `batch_ids_per_s_redis`: 1,000,000 ids in ranges of 100 through the real
 //!   engine ([`BatchJob`], 2 workers, a no-op in-process handler), durable in
@@ -13,8 +14,9 @@
 //!   224,600 ids/s on the same workload with 100,000 ids (a constant: the seed is
 //!   Node.js and was measured once on this machine, see the issue).
 //! - `redis_steps_per_s`: raw [`Store::step`] round trips (finish the previous
-//!   range and claim the next, as the engine does), from 2 tasks, no engine: the
-//!   ceiling the store puts on the engine (ids/s = steps/s × 100).
+//!   range and claim the next, as the engine does) from 2 tasks, no engine: the
+//!   ceiling the store puts on the engine (ids/s = steps/s × 100);
+//!   `redis_steps_per_s_1_task` from one task (one round trip at a time).
 //!
 //! Every run uses a job of its own under the key prefix
 //! `workcrew-bench:<pid>` and deletes it afterwards.
@@ -72,9 +74,9 @@ async fn engine_run(store: &RedisStore, name: &str, ids: i64) -> Duration {
     took
 }
 
-/// Drives `Store::step` from `WORKERS` tasks over a fresh job of `IDS` ids, as
+/// Drives `Store::step` from `tasks` tasks over a fresh job of `IDS` ids, as
 /// the engine would with a handler that takes no time; returns steps and time.
-async fn raw_steps(store: &RedisStore, name: &str) -> (u64, Duration) {
+async fn raw_steps(store: &RedisStore, name: &str, tasks: usize) -> (u64, Duration) {
     store.reset(name).await.expect("reset");
     let spec = JobSpec {
         name: name.to_owned(),
@@ -87,11 +89,11 @@ async fn raw_steps(store: &RedisStore, name: &str) -> (u64, Duration) {
     store.open(&spec).await.expect("open");
     let now = store.now().await.expect("now");
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..WORKERS {
+    let mut set = tokio::task::JoinSet::new();
+    for worker in 0..tasks {
         let store = store.clone();
         let name = name.to_owned();
-        tasks.spawn(async move {
+        set.spawn(async move {
             let owner = format!("bench-{worker}");
             let mut finish: Vec<Finish> = Vec::new();
             let mut steps = 0u64;
@@ -122,7 +124,7 @@ async fn raw_steps(store: &RedisStore, name: &str) -> (u64, Duration) {
         });
     }
     let mut steps = 0;
-    while let Some(done) = tasks.join_next().await {
+    while let Some(done) = set.join_next().await {
         steps += done.expect("task").expect("step");
     }
     let took = started.elapsed();
@@ -144,39 +146,51 @@ fn main() {
         .build()
         .expect("runtime");
     let store = rt.block_on(connect());
-
-    let mut c = Criterion::default()
-        .configure_from_args()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(5));
-    let mut group = c.benchmark_group("batch_redis");
-    group.throughput(criterion::Throughput::Elements(100_000));
-    group.bench_function("engine_100k_ids", |b| {
-        b.iter(|| rt.block_on(engine_run(&store, "bench-criterion", 100_000)));
-    });
-    group.finish();
-    c.final_summary();
+    // `cargo bench` passes `--bench`; `-- --figures` skips criterion's part.
+    let args: Vec<String> = std::env::args().collect();
+    let benchmarking = args.iter().any(|a| a == "--bench");
+    if benchmarking && !args.iter().any(|a| a == "--figures") {
+        let mut c = Criterion::default()
+            .configure_from_args()
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(5));
+        let mut group = c.benchmark_group("batch_redis");
+        group.throughput(criterion::Throughput::Elements(100_000));
+        group.bench_function("engine_100k_ids", |b| {
+            b.iter(|| rt.block_on(engine_run(&store, "bench-criterion", 100_000)));
+        });
+        group.finish();
+        c.final_summary();
+    }
+    let rounds = if benchmarking { ROUNDS } else { 1 };
 
     let mut rates = Vec::new();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let took = rt.block_on(engine_run(&store, "bench-engine", IDS));
         let rate = IDS as f64 / took.as_secs_f64();
         println!("run {round}: {IDS} ids in {took:.2?}: {rate:.0} ids/s");
         rates.push(rate);
     }
     let mut steps_rates = Vec::new();
-    for round in 0..ROUNDS {
-        let (steps, took) = rt.block_on(raw_steps(&store, "bench-steps"));
-        let rate = steps as f64 / took.as_secs_f64();
-        println!("raw round {round}: {steps} steps in {took:.2?}: {rate:.0} steps/s");
-        steps_rates.push(rate);
+    for tasks in [WORKERS, 1] {
+        let mut rates = Vec::new();
+        for round in 0..rounds {
+            let (steps, took) = rt.block_on(raw_steps(&store, "bench-steps", tasks));
+            let rate = steps as f64 / took.as_secs_f64();
+            println!(
+                "raw round {round}, {tasks} tasks: {steps} steps in {took:.2?}: {rate:.0} steps/s"
+            );
+            rates.push(rate);
+        }
+        steps_rates.push(median(rates));
     }
     let ids_per_s = median(rates);
     println!("figure batch_ids_per_s_redis {ids_per_s:.0} ids/s");
     println!("ratio batch_redis/seed {:.2}", ids_per_s / SEED_IDS_PER_S);
+    println!("figure redis_steps_per_s {:.0} steps/s", steps_rates[0]);
     println!(
-        "figure redis_steps_per_s {:.0} steps/s",
-        median(steps_rates)
+        "figure redis_steps_per_s_1_task {:.0} steps/s",
+        steps_rates[1]
     );
 }
