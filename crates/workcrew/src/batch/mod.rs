@@ -96,7 +96,7 @@
 //! # Stores
 //!
 //! One [`Store`] trait; every store passes the same conformance suite
-//! (module `conformance`, with the feature `conformance`).
+//! (`workcrew::batch::conformance`, behind the `conformance` feature).
 
 mod builder;
 #[cfg(feature = "conformance")]
