@@ -725,6 +725,18 @@ async fn a_range_taken_over_by_another_owner_is_fenced_out_and_its_report_droppe
 struct Flaky {
     inner: SqliteStore,
     down: Arc<std::sync::atomic::AtomicBool>,
+    /// Steps asked of it.
+    steps: Arc<AtomicUsize>,
+}
+
+impl Flaky {
+    fn new(inner: SqliteStore) -> Self {
+        Flaky {
+            inner,
+            down: Arc::default(),
+            steps: Arc::default(),
+        }
+    }
 }
 
 mod flaky {
@@ -768,6 +780,7 @@ mod flaky {
             job: &'a str,
             step: Step,
         ) -> BoxFuture<'a, Result<StepReply, StoreError>> {
+            self.steps.fetch_add(1, Ordering::SeqCst);
             self.gate(self.inner.step(job, step))
         }
         fn append<'a>(
@@ -839,11 +852,8 @@ mod flaky {
 #[tokio::test(start_paused = true)]
 async fn a_store_that_goes_away_fails_the_run_in_bounded_time_and_a_rerun_loses_nothing() {
     let path = fresh_path();
-    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = Flaky {
-        inner: SqliteStore::open(&path).unwrap(),
-        down: Arc::clone(&down),
-    };
+    let store = Flaky::new(SqliteStore::open(&path).unwrap());
+    let down = Arc::clone(&store.down);
     let seen = Seen::default();
     let make = |store: Flaky| {
         let (seen, down) = (seen.clone(), Arc::clone(&down));
@@ -1132,4 +1142,26 @@ async fn a_job_of_the_same_name_with_another_source_is_refused() {
     );
     job(20).reset().await.unwrap();
     assert_eq!(job(20).run().await.unwrap().ids_done, 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn quick_ranges_share_store_steps_and_slow_ones_do_not() {
+    for (work, fewer) in [(Duration::ZERO, true), (Duration::from_millis(50), false)] {
+        let store = Flaky::new(store());
+        let steps = Arc::clone(&store.steps);
+        let (seen, gauge) = (Seen::default(), Gauge::default());
+        let job = counting_job(store, "paced", 4_000, 10, work, &seen, &gauge)
+            .workers(2)
+            .build()
+            .unwrap();
+        let summary = job.run().await.unwrap();
+        seen.assert_once((0..4_000).map(Id::Int));
+        assert_eq!(summary.ranges_done, 400);
+        let steps = steps.load(Ordering::SeqCst);
+        if fewer {
+            assert!(steps < 100, "{steps} steps for 400 quick ranges");
+        } else {
+            assert!(steps >= 400, "{steps} steps for 400 slow ranges: one each");
+        }
+    }
 }
