@@ -26,10 +26,11 @@
 //!
 //! See [`task`] for the guide.
 
-mod events;
+mod common;
 pub mod pipeline;
 pub mod process;
 pub mod protocol;
 pub mod task;
-mod wait;
 pub mod worker;
+
+pub use common::Percentiles;

@@ -20,7 +20,7 @@ use super::source;
 use super::stage::{self, AsyncFn, BlockingFn, StageFn};
 use super::stats::{QueueDepth, StageShared};
 use super::stream::{Collected, PipelineStream};
-use crate::wait::{cancelled_opt, sleep_until_opt};
+use crate::common::{cancelled_opt, sleep_until_opt};
 
 /// The channel capacity after the source and after each stage unless
 /// [`Pipeline::buffer`] says otherwise.

@@ -47,7 +47,7 @@ use super::error::CallError;
 use super::events::{ProcessEvent, RecycleReason};
 use super::routing::Router;
 use super::stats::Counters;
-use crate::events::Hub;
+use crate::common::Hub;
 use crate::protocol::{Encoding, ErrorBody};
 
 /// How a call ended, as its caller learns it.

@@ -27,9 +27,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use super::abort::{decode, encode, SlotAbort};
 use super::core::{CoreJob, Finished};
 use super::id::TaskId;
-use super::output::{
-    panic_message, CancelReason, OutcomeKind, PanicPayload, TaskError, TaskOutput,
-};
+use super::output::{CancelReason, OutcomeKind, PanicPayload, TaskError, TaskOutput};
+use crate::common::panic_message;
 
 /// What the pool needs to know of a job. Kept small: a queued no-op task
 /// costs this, a pointer to its completion and the queue entry.

@@ -106,12 +106,12 @@ pub use error::{BuildError, DrainError, SpawnError, TrySpawnError};
 pub use events::{EventStream, PoolEvent};
 pub use id::TaskId;
 pub use job::TaskHandle;
-pub(crate) use output::panic_message;
 pub use output::{CancelReason, OutcomeKind, PanicPayload, TaskError, TaskOutput};
 pub use pool::TaskPool;
 pub use rate::RateLimit;
 pub use report::{DrainReport, FailureKind, RunningTask, TaskFailure};
 pub use retry::RetryPolicy;
 pub use spawn::{TaskBuilder, TaskFnBuilder};
-pub(crate) use stats::Latency;
-pub use stats::{Percentiles, PoolStats};
+pub use stats::PoolStats;
+// Shared with the other parts; kept here too so `workcrew::task::Percentiles` works.
+pub use crate::common::Percentiles;

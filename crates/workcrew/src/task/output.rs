@@ -4,6 +4,8 @@ use std::any::Any;
 use std::convert::Infallible;
 use std::fmt;
 
+use crate::common::panic_message;
+
 /// The output of a task the pool can judge as success or failure.
 ///
 /// The pool must know whether a task failed even when nobody holds its
@@ -125,13 +127,6 @@ impl fmt::Debug for PanicPayload {
             .field(&self.message().unwrap_or("<non-string payload>"))
             .finish()
     }
-}
-
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> Option<&str> {
-    payload
-        .downcast_ref::<&'static str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
 }
 
 /// How a task ended when it did not complete successfully.

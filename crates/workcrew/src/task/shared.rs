@@ -21,8 +21,9 @@ use super::inbox::Inbox;
 use super::job::{BoxJob, Extras, Header, Job};
 use super::output::{CancelReason, OutcomeKind, TaskOutput};
 use super::rate::Gcra;
-use super::stats::{Latency, PoolStats};
+use super::stats::PoolStats;
 use super::{supervisor, worker};
+use crate::common::Latency;
 
 /// A refused push: why, the job given back, and the wait for room if asked.
 pub(crate) type PushRefused<'a, J> = (Refused, Box<J>, Option<RoomWait<'a>>);
