@@ -48,6 +48,12 @@
 //! [`abort`](TaskHandle::abort) cancels; dropping the handle detaches. A panic
 //! in a task becomes [`TaskError::Panicked`] and the pool keeps running.
 //!
+//! A queued task that is aborted, or whose
+//! [`cancel_token`](TaskBuilder::cancel_token) fires, leaves the queue at once,
+//! also in a paused pool: its place is freed, it is counted as cancelled, and
+//! its future is dropped without ever being polled. A running task stops at its
+//! next `.await`.
+//!
 //! # Shutdown
 //!
 //! [`drain`](TaskPool::drain) waits for idle and keeps the pool open;
@@ -93,12 +99,14 @@ mod output;
 mod pool;
 mod queue;
 mod rate;
+mod registry;
 mod report;
 mod retry;
 mod shared;
 mod spawn;
 mod stats;
 mod supervisor;
+mod watch;
 mod worker;
 
 pub use builder::{DrainMode, TaskPoolBuilder};

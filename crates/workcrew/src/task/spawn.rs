@@ -126,7 +126,15 @@ macro_rules! option_setters {
         }
 
         /// Ends the task as cancelled ([`CancelReason::Token`](super::CancelReason::Token))
-        /// when `token` fires. A queued task notices when it is dequeued.
+        /// when `token` fires.
+        ///
+        /// A queued task leaves the queue as soon as the token fires, also in a
+        /// paused pool: its place is freed, it is counted as cancelled and its
+        /// future is dropped without being polled. (While it is queued, a small
+        /// watcher task waits on the token for it.) A running task stops at its
+        /// next `.await`. While [`spawn`](Self::spawn) waits for queue room the
+        /// task is not queued yet; a token that fired meanwhile ends it as soon
+        /// as it is.
         pub fn cancel_token(mut self, token: CancellationToken) -> Self {
             self.options.extras().token = Some(token);
             self
@@ -260,11 +268,17 @@ where
     S: Source,
 {
     let header = options.header(shared);
-    let id = header.id;
-    let (mut job, handle) = new_job::<_, S::Output>(header, source.into_split(id));
+    let (id, priority) = (header.id, header.priority);
+    let (mut job, handle) = new_job::<_, S::Output>(shared.key(), header, source.into_split(id));
+    let watch = job.watch();
     loop {
         match shared.push(job, wait) {
-            Ok(()) => return Ok(handle),
+            Ok(()) => {
+                if let Some(watch) = watch {
+                    shared.watch_token(watch, id, priority);
+                }
+                return Ok(handle);
+            }
             Err((_, refused, Some(room))) => {
                 job = refused;
                 room.await;
