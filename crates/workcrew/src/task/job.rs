@@ -35,7 +35,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use super::abort::{decode, encode, SlotAbort};
 use super::core::{CoreJob, Finished};
 use super::id::TaskId;
-use super::output::{CancelReason, OutcomeKind, PanicPayload, TaskError, TaskOutput};
+use super::output::{CancelReason, Failure, OutcomeKind, PanicPayload, TaskError, TaskOutput};
 use super::registry::{self, PoolKey};
 use super::watch::TokenWatch;
 use crate::common::panic_message;
@@ -249,7 +249,8 @@ impl<T, E> Drop for Delivery<T, E> {
 }
 
 pin_project! {
-    /// A task in the queue or on a worker. `Fut` resolves to the split output.
+    /// A task in the queue or on a worker. `Fut` resolves to the task's value
+    /// or how it failed.
     ///
     /// Fields drop in order: the future first, the delivery guard last.
     pub(crate) struct Job<Fut, O: TaskOutput> {
@@ -268,7 +269,7 @@ pub(crate) fn new_job<Fut, O>(
 ) -> (Box<Job<Fut, O>>, TaskHandle<O>)
 where
     O: TaskOutput,
-    Fut: Future<Output = Result<O::Ok, O::Err>> + Send + 'static,
+    Fut: Future<Output = Result<O::Ok, Failure<O::Err>>> + Send + 'static,
 {
     let completion = Arc::new(Completion::new());
     let handle = TaskHandle {
@@ -342,7 +343,7 @@ fn finished(header: &Header, kind: OutcomeKind, message: Option<String>) -> Fini
 impl<Fut, O> ErasedJob for Job<Fut, O>
 where
     O: TaskOutput,
-    Fut: Future<Output = Result<O::Ok, O::Err>> + Send,
+    Fut: Future<Output = Result<O::Ok, Failure<O::Err>>> + Send,
 {
     fn header(&self) -> &Header {
         &self.header
@@ -371,10 +372,15 @@ where
                 this.delivery.deliver(Ok(value));
                 Poll::Ready(finished(this.header, OutcomeKind::Completed, None))
             }
-            Ok(Poll::Ready(Err(err))) => {
+            Ok(Poll::Ready(Err(Failure::Failed(err)))) => {
                 let message = O::describe(&err);
                 this.delivery.deliver(Err(TaskError::Failed(err)));
                 Poll::Ready(finished(this.header, OutcomeKind::Failed, Some(message)))
+            }
+            Ok(Poll::Ready(Err(Failure::AttemptTimedOut { attempt, of, after }))) => {
+                let message = format!("attempt {attempt} of {of} timed out after {after:?}");
+                this.delivery.deliver(Err(TaskError::TimedOut));
+                Poll::Ready(finished(this.header, OutcomeKind::TimedOut, Some(message)))
             }
             Err(payload) => {
                 let message = panic_message(&*payload)

@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::convert::Infallible;
 use std::fmt;
+use std::time::Duration;
 
 use crate::common::panic_message;
 
@@ -127,6 +128,18 @@ impl fmt::Debug for PanicPayload {
             .field(&self.message().unwrap_or("<non-string payload>"))
             .finish()
     }
+}
+
+/// How a task's future failed, as the pool sees it: with the task's own error,
+/// or — for a retried task — with its last attempt cut by the attempt timeout.
+pub(crate) enum Failure<E> {
+    Failed(E),
+    AttemptTimedOut {
+        /// The attempt that timed out (1-based), and how many were allowed.
+        attempt: u32,
+        of: u32,
+        after: Duration,
+    },
 }
 
 /// How a task ended when it did not complete successfully.

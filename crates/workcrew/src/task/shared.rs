@@ -19,7 +19,7 @@ use super::events::{EventHub, PoolEvent};
 use super::id::TaskId;
 use super::inbox::Inbox;
 use super::job::{BoxJob, Extras, Header, Job};
-use super::output::{CancelReason, OutcomeKind, TaskOutput};
+use super::output::{CancelReason, Failure, OutcomeKind, TaskOutput};
 use super::rate::Gcra;
 use super::registry::{self, PoolKey};
 use super::stats::PoolStats;
@@ -139,7 +139,7 @@ impl Shared {
     ) -> Result<(), PushRefused<'_, Job<Fut, O>>>
     where
         O: TaskOutput,
-        Fut: Future<Output = Result<O::Ok, O::Err>> + Send + 'static,
+        Fut: Future<Output = Result<O::Ok, Failure<O::Err>>> + Send + 'static,
     {
         let priority = job.header().priority;
         let now = Instant::now();
