@@ -457,6 +457,34 @@ async fn abort_after_the_end_or_twice_changes_nothing() {
     assert_eq!((stats.completed, stats.cancelled, stats.queued), (1, 1, 0));
 }
 
+/// A handle that outlives its pool finds no pool to take its task from, and in particular
+/// never a newer pool's task with the same id.
+#[tokio::test(start_paused = true)]
+async fn abort_through_a_handle_of_a_dropped_pool_touches_no_other_pool() {
+    let old = one_slot(4);
+    old.pause();
+    let (stale, _flags) = queue_probe(&old).await;
+    drop(old);
+    assert!(
+        stale.is_finished(),
+        "the pool's queue went with it, resolving the handle"
+    );
+
+    let new = one_slot(4);
+    new.pause();
+    let (fresh, flags) = queue_probe(&new).await;
+    assert_eq!(stale.id(), fresh.id(), "task ids are per pool");
+    stale.abort();
+    assert!(
+        !fresh.is_finished(),
+        "the other pool's task is still queued"
+    );
+    assert!(!flags.dropped());
+    assert_eq!(new.stats().queued, 1);
+    fresh.abort();
+    expect_cancelled(fresh, CancelReason::Aborted).await;
+}
+
 /// Aborts and token cancellations racing the workers on a multi-thread runtime: every task
 /// ends exactly once, the counts add up and nothing stays queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,10 +140,14 @@ struct Slot<T, E> {
 pub(crate) struct Completion<T, E> {
     slot: Mutex<Slot<T, E>>,
     phase: AtomicU8,
+    /// The pool's number, for the handle's `abort` (see `registry`). Kept here
+    /// rather than in the handle: it fits in the padding after `phase`, while
+    /// in the handle it would grow every `spawn`'s return value by a word.
+    pool: PoolKey,
 }
 
 impl<T, E> Completion<T, E> {
-    fn new() -> Self {
+    fn new(pool: PoolKey) -> Self {
         Completion {
             slot: Mutex::new(Slot {
                 result: None,
@@ -151,6 +155,7 @@ impl<T, E> Completion<T, E> {
                 run_waker: None,
             }),
             phase: AtomicU8::new(0),
+            pool,
         }
     }
 
@@ -240,10 +245,12 @@ impl<T, E> Delivery<T, E> {
 
 impl<T, E> Drop for Delivery<T, E> {
     fn drop(&mut self) {
-        let reason = self
-            .completion
-            .cancel_reason()
-            .unwrap_or(CancelReason::Shutdown);
+        // One load on the common path: the job finished and delivered.
+        let phase = self.completion.phase.load(Ordering::Acquire);
+        if phase & DELIVERED != 0 {
+            return;
+        }
+        let reason = reason_of(phase).unwrap_or(CancelReason::Shutdown);
         self.completion.deliver(Err(TaskError::Cancelled(reason)));
     }
 }
@@ -271,10 +278,9 @@ where
     O: TaskOutput,
     Fut: Future<Output = Result<O::Ok, Failure<O::Err>>> + Send + 'static,
 {
-    let completion = Arc::new(Completion::new());
+    let completion = Arc::new(Completion::new(pool));
     let handle = TaskHandle {
         id: header.id,
-        pool,
         completion: Arc::clone(&completion),
     };
     let job = Box::new(Job {
@@ -424,8 +430,6 @@ where
 /// Polling the handle again after it resolved panics.
 pub struct TaskHandle<O: TaskOutput> {
     id: TaskId,
-    /// The pool's number, to find it for `abort` (see `registry`).
-    pool: PoolKey,
     completion: Arc<Completion<O::Ok, O::Err>>,
 }
 
@@ -473,7 +477,7 @@ impl<O: TaskOutput> TaskHandle<O> {
         if before & STARTED == 0 {
             // Most likely still queued: take it out. Dropping the job drops the
             // future, then resolves this handle.
-            if let Some(shared) = registry::find(self.pool) {
+            if let Some(shared) = registry::find(self.completion.pool) {
                 if shared.cancel_queued(self.id, None, reason) {
                     return;
                 }
@@ -548,5 +552,24 @@ impl<O: TaskOutput> std::fmt::Debug for TaskHandle<O> {
         f.debug_struct("TaskHandle")
             .field("id", &self.id)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::mem::size_of;
+    use std::sync::atomic::AtomicU8;
+    use std::sync::Mutex;
+
+    use super::{Completion, Slot, TaskHandle};
+
+    /// The pool's number costs a task no memory: it sits in the padding after
+    /// `phase`. And a handle stays two words.
+    #[test]
+    fn the_pool_number_fits_in_padding_and_the_handle_stays_small() {
+        type Padded = (Mutex<Slot<(), Infallible>>, AtomicU8);
+        assert_eq!(size_of::<Completion<(), Infallible>>(), size_of::<Padded>());
+        assert_eq!(size_of::<TaskHandle<()>>(), 2 * size_of::<usize>());
     }
 }

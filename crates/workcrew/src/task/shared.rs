@@ -131,7 +131,8 @@ impl Shared {
 
     /// Queues a job if the pool is open and has room; otherwise gives it back
     /// with the reason, and — if `wait` and the queue is full — registers the
-    /// caller as waiting for room (see [`RoomWait`]).
+    /// caller as waiting for room (see [`RoomWait`]). A job with a cancellation
+    /// token gets its watcher once queued (see `watch`).
     pub(crate) fn push<Fut, O>(
         self: &Arc<Self>,
         mut job: Box<Job<Fut, O>>,
@@ -141,13 +142,18 @@ impl Shared {
         O: TaskOutput,
         Fut: Future<Output = Result<O::Ok, Failure<O::Err>>> + Send + 'static,
     {
-        let priority = job.header().priority;
+        let (id, priority) = (job.header().id, job.header().priority);
+        // Taken out before the job is queued (and out of reach); started after.
+        let watch = job.watch();
         let now = Instant::now();
         if priority == self.config.default_priority {
             // A hot pool needs nothing but a place in the queue: skip the lock.
             if let Some(claim) = self.inbox.claim() {
                 job.set_enqueued(self.nanos_since_epoch(now));
                 claim.push(Box::into_pin(job));
+                if let Some(watch) = watch {
+                    self.watch_token(watch, id, priority);
+                }
                 return Ok(());
             }
         }
@@ -168,6 +174,9 @@ impl Shared {
             }
         };
         self.apply(fx);
+        if let Some(watch) = watch {
+            self.watch_token(watch, id, priority);
+        }
         Ok(())
     }
 

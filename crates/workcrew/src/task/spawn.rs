@@ -331,17 +331,11 @@ where
     S: Source,
 {
     let header = options.header(shared);
-    let (id, priority) = (header.id, header.priority);
+    let id = header.id;
     let (mut job, handle) = new_job::<_, S::Output>(shared.key(), header, source.into_split(id));
-    let watch = job.watch();
     loop {
         match shared.push(job, wait) {
-            Ok(()) => {
-                if let Some(watch) = watch {
-                    shared.watch_token(watch, id, priority);
-                }
-                return Ok(handle);
-            }
+            Ok(()) => return Ok(handle),
             Err((_, refused, Some(room))) => {
                 job = refused;
                 room.await;
