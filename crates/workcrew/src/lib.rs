@@ -30,14 +30,14 @@
 //! See [`task`] for the guide.
 
 pub mod batch;
-mod events;
+mod common;
 pub mod pipeline;
 pub mod process;
 pub mod protocol;
 pub mod task;
-mod wait;
 pub mod worker;
 
+pub use common::Percentiles;
 /// The cancellation token taken by every part of workcrew: a task's, a call's
 /// ([`process::CallOptions::token`]) and a pipeline's. Re-exported from `tokio-util`, so a user
 /// needs no extra dependency.

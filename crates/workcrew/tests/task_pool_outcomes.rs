@@ -501,8 +501,10 @@ async fn panics_are_not_retried() {
     assert_eq!(pool.stats().retried, 0);
 }
 
+/// `timeout` is the task's deadline over all its attempts: when it fires, the task ends; no
+/// retry follows.
 #[tokio::test(start_paused = true)]
-async fn timeouts_are_not_retried() {
+async fn the_task_timeout_is_not_retried() {
     let pool = pool(1);
     let calls = Arc::new(AtomicU32::new(0));
     let counter = Arc::clone(&calls);
@@ -529,6 +531,200 @@ async fn timeouts_are_not_retried() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(ms_since(start), 100);
     assert_eq!(pool.stats().retried, 0);
+}
+
+/// Attempts that hang (for an hour) until attempt `succeed_on`, which returns its number.
+/// Each attempt logs its start (ms since `start`) and is inside `live` while it exists.
+fn hanging_until(
+    calls: &Arc<AtomicU32>,
+    succeed_on: u32,
+    starts: &Log<u64>,
+    live: &Live,
+    start: Instant,
+) -> impl FnMut() -> futures::future::BoxFuture<'static, Result<u32, String>> + Send + 'static {
+    let (calls, starts, live) = (Arc::clone(calls), starts.clone(), live.clone());
+    move || {
+        let attempt = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        starts.push(ms_since(start));
+        let inside = live.enter();
+        Box::pin(async move {
+            let _inside = inside;
+            if attempt < succeed_on {
+                sleep(Duration::from_secs(3600)).await;
+            }
+            Ok(attempt)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_timeout_retries_a_hung_attempt() {
+    let pool = pool(1);
+    let mut events = pool.events();
+    let start = Instant::now();
+    let (calls, starts, live) = (Arc::new(AtomicU32::new(0)), Log::default(), Live::default());
+    let handle = pool
+        .task_fn(hanging_until(&calls, 3, &starts, &live, start))
+        .retry(quick_retries(5))
+        .attempt_timeout(ms(100))
+        .spawn()
+        .await
+        .unwrap_or_else(|_| panic!("spawn refused"));
+    let id = handle.id();
+
+    assert_eq!(join(handle).await.ok(), Some(3));
+    // Each hung attempt is cut at 100 ms, then the backoff (10, 20 ms) runs.
+    assert_eq!(starts.snapshot(), [0, 110, 230]);
+    assert_eq!(ms_since(start), 230);
+    assert_eq!(
+        live.max(),
+        1,
+        "a timed-out attempt is dropped before the next starts"
+    );
+    assert_eq!(live.now(), 0);
+    let stats = pool.stats();
+    assert_eq!((stats.completed, stats.timed_out, stats.retried), (1, 0, 2));
+    let retried: Vec<PoolEvent> =
+        events_until(&mut events, |e| matches!(e, PoolEvent::TaskFinished { .. }))
+            .await
+            .into_iter()
+            .filter(|e| matches!(e, PoolEvent::TaskRetried { .. }))
+            .collect();
+    assert_eq!(
+        retried,
+        [
+            PoolEvent::TaskRetried {
+                id,
+                attempt: 1,
+                delay: ms(10)
+            },
+            PoolEvent::TaskRetried {
+                id,
+                attempt: 2,
+                delay: ms(20)
+            },
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_attempt_timing_out_ends_the_task_as_timed_out() {
+    let pool = pool(1);
+    let start = Instant::now();
+    let (calls, starts, live) = (Arc::new(AtomicU32::new(0)), Log::default(), Live::default());
+    let handle = pool
+        .task_fn(hanging_until(&calls, u32::MAX, &starts, &live, start))
+        .name("hung")
+        .retry(quick_retries(3))
+        .attempt_timeout(ms(100))
+        .spawn()
+        .await
+        .unwrap_or_else(|_| panic!("spawn refused"));
+    let id = handle.id();
+
+    let res = join(handle).await;
+    assert!(
+        matches!(res, Err(TaskError::TimedOut)),
+        "got {}",
+        outcome(&res)
+    );
+    assert_eq!(starts.snapshot(), [0, 110, 230]);
+    assert_eq!(ms_since(start), 330);
+    assert_eq!(live.now(), 0);
+    let stats = pool.stats();
+    assert_eq!((stats.timed_out, stats.failed, stats.retried), (1, 0, 2));
+    let report = drain_ok(&pool).await;
+    let f = failure(&report.failures, id);
+    assert_eq!(f.kind, FailureKind::TimedOut);
+    assert_eq!(f.message, "attempt 3 of 3 timed out after 100ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_task_timeout_is_a_deadline_over_all_attempts_and_backoff() {
+    let pool = pool(1);
+    let start = Instant::now();
+    let (calls, starts, live) = (Arc::new(AtomicU32::new(0)), Log::default(), Live::default());
+    let handle = pool
+        .task_fn(hanging_until(&calls, u32::MAX, &starts, &live, start))
+        .retry(quick_retries(10))
+        .attempt_timeout(ms(100))
+        .timeout(ms(250))
+        .spawn()
+        .await
+        .unwrap_or_else(|_| panic!("spawn refused"));
+    let id = handle.id();
+
+    let res = join(handle).await;
+    assert!(
+        matches!(res, Err(TaskError::TimedOut)),
+        "got {}",
+        outcome(&res)
+    );
+    // Attempts at 0 and 110 time out; the third, started at 230, is cut by the deadline.
+    assert_eq!(starts.snapshot(), [0, 110, 230]);
+    assert_eq!(ms_since(start), 250);
+    assert_eq!(live.now(), 0, "the attempt in progress was dropped");
+    let stats = pool.stats();
+    assert_eq!((stats.timed_out, stats.retried), (1, 2));
+    let report = drain_ok(&pool).await;
+    assert_eq!(
+        failure(&report.failures, id).message,
+        "timed out after 250ms"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_pool_task_timeout_bounds_all_attempts_of_a_retried_task() {
+    let pool = build(TaskPool::builder().max_concurrency(1).task_timeout(ms(250)));
+    let start = Instant::now();
+    let (calls, starts, live) = (Arc::new(AtomicU32::new(0)), Log::default(), Live::default());
+    let handle = pool
+        .task_fn(hanging_until(&calls, u32::MAX, &starts, &live, start))
+        .retry(quick_retries(10))
+        .attempt_timeout(ms(100))
+        .spawn()
+        .await
+        .unwrap_or_else(|_| panic!("spawn refused"));
+    assert!(join(handle).await.is_err_and(|e| e.is_timeout()));
+    assert_eq!(starts.snapshot(), [0, 110, 230]);
+    assert_eq!(ms_since(start), 250);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_if_is_not_asked_about_timed_out_attempts() {
+    let pool = pool(1);
+    let calls = Arc::new(AtomicU32::new(0));
+    let asked: Log<String> = Log::default();
+    let (counter, log) = (Arc::clone(&calls), asked.clone());
+    let handle = pool
+        .task_fn(move || {
+            let attempt = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if attempt == 1 {
+                    sleep(Duration::from_secs(3600)).await;
+                }
+                Err::<(), String>(format!("attempt {attempt}: permanent"))
+            }
+        })
+        .retry(quick_retries(5))
+        .retry_if(move |e: &String| {
+            log.push(e.clone());
+            false
+        })
+        .attempt_timeout(ms(100))
+        .spawn()
+        .await
+        .unwrap_or_else(|_| panic!("spawn refused"));
+    let res = join(handle).await;
+    // The timed-out first attempt was retried without asking; the second attempt's own
+    // error was judged not retryable.
+    assert_eq!(
+        res.err().and_then(TaskError::into_failed).as_deref(),
+        Some("attempt 2: permanent")
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(asked.snapshot(), ["attempt 2: permanent"]);
+    assert_eq!(pool.stats().retried, 1);
 }
 
 #[tokio::test(start_paused = true)]

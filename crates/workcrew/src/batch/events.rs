@@ -8,7 +8,7 @@ use futures::Stream;
 
 use super::run::RunSummary;
 use super::store::Origin;
-use crate::events::Subscription;
+use crate::common::Subscription;
 
 /// Something that happened in a batch job. Subscribe with
 /// [`BatchJob::events`](super::BatchJob::events).

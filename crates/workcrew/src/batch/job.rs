@@ -17,7 +17,7 @@ use super::store::{
     AppendReply, Checkpoint, FailedId, FailedRange, JobInfo, JobSpec, Millis, Rate, Retried, Step,
     StepReply, Store, StoreError, StoreProgress,
 };
-use crate::events::Hub;
+use crate::common::Hub;
 
 /// A durable batch job: a space of ids processed in leased ranges, resumable
 /// after any crash, shared by any number of processes through its store.

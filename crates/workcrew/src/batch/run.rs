@@ -775,7 +775,7 @@ impl RunCtx {
     /// Runs the handler on `range`.
     async fn invoke(&self, range: Range, token: &CancellationToken) -> Result<Processed, Failure> {
         let timeout = self.inner.config.range_timeout;
-        let sleep = crate::wait::sleep_until_opt(timeout.map(|t| Instant::now() + t));
+        let sleep = crate::common::sleep_until_opt(timeout.map(|t| Instant::now() + t));
         tokio::pin!(sleep);
         match &self.inner.handler {
             Handler::InProcess { f, .. } => {

@@ -20,7 +20,7 @@ use super::source;
 use super::stage::{self, AsyncFn, BlockingFn, StageFn};
 use super::stats::{PipelineStats, QueueDepth, StageShared};
 use super::stream::{Collected, PipelineStream, RunReport};
-use crate::wait::{cancelled_opt, sleep_until_opt};
+use crate::common::{cancelled_opt, sleep_until_opt};
 
 /// The capacity of every channel (each stage's input, and the output to the
 /// caller) unless [`Pipeline::input_capacity`] or

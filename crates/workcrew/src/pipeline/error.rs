@@ -118,10 +118,7 @@ impl<E> PipelineError<E> {
     }
 
     pub(crate) fn panicked(stage: &str, index: u64, payload: &(dyn Any + Send)) -> Self {
-        let message = payload
-            .downcast_ref::<&'static str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned());
+        let message = crate::common::panic_message(payload).map(str::to_owned);
         PipelineError::Panicked {
             stage: stage.to_owned(),
             index,

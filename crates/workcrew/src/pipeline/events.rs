@@ -44,7 +44,7 @@ pub enum PipelineEvent {
 }
 
 /// A run's event hub.
-pub(crate) type EventHub = crate::events::Hub<PipelineEvent>;
+pub(crate) type EventHub = crate::common::Hub<PipelineEvent>;
 
 /// Events kept for a slow subscriber before it sees [`PipelineEvent::Lagged`].
 const CAPACITY: usize = 1024;
@@ -64,7 +64,7 @@ pub(crate) fn finish(hub: &EventHub) {
 /// Events sent before the stream was made are not seen. A subscriber that
 /// falls more than 1024 events behind gets [`PipelineEvent::Lagged`] and
 /// continues.
-pub struct EventStream(pub(crate) crate::events::Subscription<PipelineEvent>);
+pub struct EventStream(pub(crate) crate::common::Subscription<PipelineEvent>);
 
 impl Stream for EventStream {
     type Item = PipelineEvent;

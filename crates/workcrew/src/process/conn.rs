@@ -36,8 +36,8 @@ use super::events::{ProcessEvent, RecycleReason};
 use super::exit::{ExitReason, ProcessExit};
 use super::spawn::{reap, Started};
 use super::state::{Exchange, Job, Reply, Shared, WorkerHandle};
+use crate::common::sleep_until_opt;
 use crate::protocol::{put_call_frame, put_header, FrameCodec, FrameType, Message};
-use crate::wait::sleep_until_opt;
 
 /// What the connection needs from the pool's settings.
 pub(crate) struct Settings {

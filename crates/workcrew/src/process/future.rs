@@ -28,8 +28,8 @@ use super::call::CallOptions;
 use super::error::CallError;
 use super::pool::ProcessPool;
 use super::state::{Job, Rejected, Reply, Shared};
+use crate::common::{cancelled_opt, sleep_until_opt};
 use crate::protocol::ErrorKind;
-use crate::wait::{cancelled_opt, sleep_until_opt};
 
 /// The future of [`ProcessPool::call`] and [`ProcessPool::call_with`].
 pub(crate) struct CallFuture<'a, A: ?Sized, R> {

@@ -69,7 +69,7 @@ use super::events::{ProcessEvent, RecycleReason};
 use super::exit::{ExitReason, ProcessExit};
 use super::routing::Router;
 use super::stats::Counters;
-use crate::events::Hub;
+use crate::common::Hub;
 use crate::protocol::{Encoding, ErrorBody};
 
 /// How a call ended, as its caller learns it.

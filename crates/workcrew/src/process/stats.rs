@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::task::{Latency, Percentiles};
+use crate::common::{Latency, Percentiles};
 
 /// A snapshot from [`ProcessPool::stats`](super::ProcessPool::stats).
 ///

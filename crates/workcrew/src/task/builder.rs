@@ -112,7 +112,14 @@ impl TaskPoolBuilder {
         self
     }
 
-    /// The timeout of tasks that set none. Default: none.
+    /// The [`timeout`](super::TaskBuilder::timeout) of tasks that set none: a
+    /// deadline from the task's start, over all its attempts for a retried
+    /// task. Default: none.
+    ///
+    /// There is no pool-wide attempt timeout: like the retry policy it goes
+    /// with, a limit per attempt is set per task
+    /// ([`attempt_timeout`](super::TaskFnBuilder::attempt_timeout)), since only
+    /// the task's author knows whether an attempt cut short may be repeated.
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.config.task_timeout = Some(timeout);
         self

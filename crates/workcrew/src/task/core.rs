@@ -18,6 +18,12 @@
 //!   allows a worker, and no worker is awake to take it (no lost wake-up).
 //! - every accepted job ends exactly once: `finish` or `finish_cancelled`, and
 //!   `busy` is false exactly when nothing is queued, running or being cancelled.
+//!   A job leaves the queue once: popped by a worker, or taken out for
+//!   cancellation (`cancel_all`, or `take_queued` when its token fires or its
+//!   handle aborts it), never both.
+//! - a place freed by a cancellation wakes a spawner waiting for room at once,
+//!   also on a paused pool (where no worker will free another): no spawner waits
+//!   while the queue has room that only a cancellation made.
 //! - an outcome published to drainers is taken by each of them or handed back.
 
 use std::sync::{Arc, Mutex};
@@ -337,10 +343,11 @@ impl<J: CoreJob> Core<J> {
         }
     }
 
-    /// Wakes waiting spawners after `freed` places were freed. One at a time,
+    /// Wakes waiting spawners after workers took `freed` jobs. One at a time,
     /// and only once a batch of room is free: a spawner woken for a single
     /// place would go back to sleep after one push, costing a context switch
-    /// per task when a fast producer feeds a full queue.
+    /// per task when a fast producer feeds a full queue. Waiting for the batch
+    /// is safe because workers keep taking jobs until the queue is empty.
     fn wake_spawners(&mut self, freed: usize) {
         if self.room_waiters == 0 {
             return;
@@ -350,7 +357,14 @@ impl<J: CoreJob> Core<J> {
         if free < batch && freed < batch && !self.queue.is_empty() {
             return;
         }
-        let n = freed.max(1).min(self.room_waiters);
+        self.wake_spawners_now(freed.max(1));
+    }
+
+    /// Wakes one waiting spawner per freed place, without waiting for a batch:
+    /// for places freed by a cancellation, after which no worker may take a job
+    /// again (the pool may be paused).
+    fn wake_spawners_now(&mut self, freed: usize) {
+        let n = freed.min(self.room_waiters);
         for _ in 0..n {
             self.room_waiters -= 1;
             self.room.notify_one();
@@ -702,7 +716,30 @@ impl<J: CoreJob> Core<J> {
         Cancellation { queued, running }
     }
 
-    /// Accounts for jobs taken by [`cancel_all`](Self::cancel_all).
+    /// Takes the queued job `id` out for cancellation — its token fired or its
+    /// handle aborted it — looking in the lane of `priority` (every lane if
+    /// `None`). `None` if it is not queued: a worker took it (and will see the
+    /// cancellation when it polls it) or it already left.
+    ///
+    /// As with [`cancel_all`](Self::cancel_all), the job counts as being
+    /// cancelled (the pool stays busy) until [`finish_cancelled`](Self::finish_cancelled);
+    /// its place in the queue is free at once.
+    pub(crate) fn take_queued(&mut self, id: TaskId, priority: Option<i32>) -> Option<J> {
+        if priority.is_none_or(|p| p == self.queue.default_priority()) {
+            // A default-priority job may still be in the inbox.
+            self.fold_inbox();
+        }
+        let job = self.queue.remove(priority, |job| job.id() == id);
+        if job.is_some() {
+            self.cancelling += 1;
+            self.wake_spawners_now(1);
+        }
+        self.refresh_hot();
+        job
+    }
+
+    /// Accounts for jobs taken by [`cancel_all`](Self::cancel_all) or
+    /// [`take_queued`](Self::take_queued).
     pub(crate) fn finish_cancelled(&mut self, done: Vec<Finished>) -> Effects {
         self.cancelling -= done.len();
         for f in done {

@@ -75,7 +75,7 @@ pub enum PoolEvent {
 }
 
 /// The pool's event hub.
-pub(crate) type EventHub = crate::events::Hub<PoolEvent>;
+pub(crate) type EventHub = crate::common::Hub<PoolEvent>;
 
 /// Events kept for a slow subscriber before it sees [`PoolEvent::Lagged`].
 pub(crate) const CAPACITY: usize = 4096;
@@ -89,7 +89,7 @@ pub(crate) fn hub() -> EventHub {
 ///
 /// Events sent before the stream was made are not seen. A subscriber that falls
 /// more than 4096 events behind gets [`PoolEvent::Lagged`] and continues.
-pub struct EventStream(pub(crate) crate::events::Subscription<PoolEvent>);
+pub struct EventStream(pub(crate) crate::common::Subscription<PoolEvent>);
 
 impl Stream for EventStream {
     type Item = PoolEvent;

@@ -10,7 +10,14 @@
 //!
 //! Every accepted job delivers exactly one result: `Delivery` is a drop guard,
 //! so a job dropped without finishing (its runtime shut down) still resolves
-//! its handle as cancelled.
+//! its handle as cancelled. A job that is cancelled before it finishes is
+//! delivered by that guard too, *after* its future is dropped (the future is
+//! the job's first field, so it drops first): whoever sees the handle resolve
+//! also sees the future gone.
+//!
+//! A queued job leaves the queue as soon as it is cancelled: by its handle's
+//! `abort` (which finds the pool through the [`registry`](super::registry)) or
+//! by its token (through a [`watch`](super::watch)er, for tasks with a token).
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -21,15 +28,17 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::abort::{decode, encode, SlotAbort};
 use super::core::{CoreJob, Finished};
 use super::id::TaskId;
-use super::output::{
-    panic_message, CancelReason, OutcomeKind, PanicPayload, TaskError, TaskOutput,
-};
+use super::output::{CancelReason, Failure, OutcomeKind, PanicPayload, TaskError, TaskOutput};
+use super::registry::{self, PoolKey};
+use super::watch::TokenWatch;
+use crate::common::panic_message;
 
 /// What the pool needs to know of a job. Kept small: a queued no-op task
 /// costs this, a pointer to its completion and the queue entry.
@@ -55,6 +64,9 @@ pub(crate) struct Extras {
     pub(crate) name: Option<Arc<str>>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) token: Option<CancellationToken>,
+    /// Held while the task is queued and has a token; dropping it tells the
+    /// token's watcher that the task left the queue (see `watch`).
+    in_queue: Option<oneshot::Sender<()>>,
     timer: Option<Pin<Box<Sleep>>>,
     cancelled: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
@@ -64,9 +76,20 @@ impl Extras {
         self.name.is_none() && self.timeout.is_none() && self.token.is_none()
     }
 
+    /// What the watcher of a queued task with a token waits on; `None` for a
+    /// task without a token (it gets no watcher).
+    pub(crate) fn watch(&mut self) -> Option<TokenWatch> {
+        let token = self.token.clone()?;
+        let (in_queue, left_queue) = oneshot::channel();
+        self.in_queue = Some(in_queue);
+        Some(TokenWatch { token, left_queue })
+    }
+
     /// Polls the token and the timeout: `Some` when either ends the task.
     /// The timer starts on the first poll, i.e. when the task starts.
     fn poll_limits(&mut self, cx: &mut Context<'_>) -> Option<(OutcomeKind, Option<String>)> {
+        // The task runs: it left the queue, its watcher can go.
+        self.in_queue = None;
         if let Some(token) = &self.token {
             let cancelled = self
                 .cancelled
@@ -117,10 +140,14 @@ struct Slot<T, E> {
 pub(crate) struct Completion<T, E> {
     slot: Mutex<Slot<T, E>>,
     phase: AtomicU8,
+    /// The pool's number, for the handle's `abort` (see `registry`). Kept here
+    /// rather than in the handle: it fits in the padding after `phase`, while
+    /// in the handle it would grow every `spawn`'s return value by a word.
+    pool: PoolKey,
 }
 
 impl<T, E> Completion<T, E> {
-    fn new() -> Self {
+    fn new(pool: PoolKey) -> Self {
         Completion {
             slot: Mutex::new(Slot {
                 result: None,
@@ -128,6 +155,7 @@ impl<T, E> Completion<T, E> {
                 run_waker: None,
             }),
             phase: AtomicU8::new(0),
+            pool,
         }
     }
 
@@ -193,14 +221,8 @@ impl<T, E> Completion<T, E> {
         }
     }
 
-    /// The handle's `abort`.
-    fn abort(&self, reason: CancelReason) {
-        let before = self.request_cancel(reason);
-        if before & STARTED == 0 && reason_of(before).is_none() {
-            // Still queued: resolve the handle now; the worker that pops the
-            // job will count it without running it.
-            self.deliver(Err(TaskError::Cancelled(reason)));
-        }
+    /// Wakes the worker running the task, so it sees a cancellation.
+    fn wake_runner(&self) {
         let waker = self.lock().run_waker.take();
         if let Some(w) = waker {
             w.wake();
@@ -208,8 +230,9 @@ impl<T, E> Completion<T, E> {
     }
 }
 
-/// Delivers `Cancelled(Shutdown)` if the job is dropped without finishing
-/// (a no-op after a delivery: the first one wins).
+/// Delivers `Cancelled` if the job is dropped without finishing (a no-op after
+/// a delivery: the first one wins): for the reason recorded by whoever
+/// cancelled it, or `Shutdown` if nobody did (its runtime shut down).
 struct Delivery<T, E> {
     completion: Arc<Completion<T, E>>,
 }
@@ -222,28 +245,40 @@ impl<T, E> Delivery<T, E> {
 
 impl<T, E> Drop for Delivery<T, E> {
     fn drop(&mut self) {
-        self.completion
-            .deliver(Err(TaskError::Cancelled(CancelReason::Shutdown)));
+        // One load on the common path: the job finished and delivered.
+        let phase = self.completion.phase.load(Ordering::Acquire);
+        if phase & DELIVERED != 0 {
+            return;
+        }
+        let reason = reason_of(phase).unwrap_or(CancelReason::Shutdown);
+        self.completion.deliver(Err(TaskError::Cancelled(reason)));
     }
 }
 
 pin_project! {
-    /// A task in the queue or on a worker. `Fut` resolves to the split output.
+    /// A task in the queue or on a worker. `Fut` resolves to the task's value
+    /// or how it failed.
+    ///
+    /// Fields drop in order: the future first, the delivery guard last.
     pub(crate) struct Job<Fut, O: TaskOutput> {
-        header: Header,
-        delivery: Delivery<O::Ok, O::Err>,
         #[pin]
         fut: Fut,
+        header: Header,
+        delivery: Delivery<O::Ok, O::Err>,
     }
 }
 
-/// Makes a job and the handle that reads its result.
-pub(crate) fn new_job<Fut, O>(header: Header, fut: Fut) -> (Box<Job<Fut, O>>, TaskHandle<O>)
+/// Makes a job of the pool `pool` and the handle that reads its result.
+pub(crate) fn new_job<Fut, O>(
+    pool: PoolKey,
+    header: Header,
+    fut: Fut,
+) -> (Box<Job<Fut, O>>, TaskHandle<O>)
 where
     O: TaskOutput,
-    Fut: Future<Output = Result<O::Ok, O::Err>> + Send + 'static,
+    Fut: Future<Output = Result<O::Ok, Failure<O::Err>>> + Send + 'static,
 {
-    let completion = Arc::new(Completion::new());
+    let completion = Arc::new(Completion::new(pool));
     let handle = TaskHandle {
         id: header.id,
         completion: Arc::clone(&completion),
@@ -270,6 +305,12 @@ impl<Fut, O: TaskOutput> Job<Fut, O> {
     pub(crate) fn set_enqueued(&mut self, ns: u64) {
         self.header.enqueued_ns = ns;
     }
+
+    /// What a watcher of this job's token waits on once it is queued; `None`
+    /// without a token.
+    pub(crate) fn watch(&mut self) -> Option<TokenWatch> {
+        self.header.extras.as_mut()?.watch()
+    }
 }
 
 /// A job with its types erased, as the queue holds it.
@@ -277,7 +318,10 @@ pub(crate) trait ErasedJob: Send {
     fn header(&self) -> &Header;
     /// Runs the job; resolves once with how it ended (the handle has its result).
     fn poll_run(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished>;
-    /// Ends a job that will not run (it was queued when the pool cancelled it).
+    /// Marks a job that will not run on (queued or running when it was
+    /// cancelled) as cancelled for `reason`, unless it already was for another.
+    /// The caller then drops the job, which drops its future and resolves its
+    /// handle, in that order.
     fn cancel(self: Pin<&mut Self>, reason: CancelReason) -> Finished;
 }
 
@@ -305,7 +349,7 @@ fn finished(header: &Header, kind: OutcomeKind, message: Option<String>) -> Fini
 impl<Fut, O> ErasedJob for Job<Fut, O>
 where
     O: TaskOutput,
-    Fut: Future<Output = Result<O::Ok, O::Err>> + Send,
+    Fut: Future<Output = Result<O::Ok, Failure<O::Err>>> + Send,
 {
     fn header(&self) -> &Header {
         &self.header
@@ -334,10 +378,15 @@ where
                 this.delivery.deliver(Ok(value));
                 Poll::Ready(finished(this.header, OutcomeKind::Completed, None))
             }
-            Ok(Poll::Ready(Err(err))) => {
+            Ok(Poll::Ready(Err(Failure::Failed(err)))) => {
                 let message = O::describe(&err);
                 this.delivery.deliver(Err(TaskError::Failed(err)));
                 Poll::Ready(finished(this.header, OutcomeKind::Failed, Some(message)))
+            }
+            Ok(Poll::Ready(Err(Failure::AttemptTimedOut { attempt, of, after }))) => {
+                let message = format!("attempt {attempt} of {of} timed out after {after:?}");
+                this.delivery.deliver(Err(TaskError::TimedOut));
+                Poll::Ready(finished(this.header, OutcomeKind::TimedOut, Some(message)))
             }
             Err(payload) => {
                 let message = panic_message(&*payload)
@@ -362,10 +411,9 @@ where
 
     fn cancel(self: Pin<&mut Self>, reason: CancelReason) -> Finished {
         let this = self.project();
+        // The reason recorded first wins (e.g. an earlier abort); the delivery
+        // guard delivers it when the job is dropped.
         this.delivery.completion.request_cancel(reason);
-        // The reason recorded first wins (e.g. an earlier abort).
-        let reason = this.delivery.completion.cancel_reason().unwrap_or(reason);
-        this.delivery.deliver(Err(TaskError::Cancelled(reason)));
         finished(this.header, OutcomeKind::Cancelled, None)
     }
 }
@@ -391,13 +439,54 @@ impl<O: TaskOutput> TaskHandle<O> {
         self.id
     }
 
-    /// Cancels the task. A queued task is removed from consideration and its
-    /// handle resolves at once; a running one stops at its next wake-up (an
-    /// `.await` point). Either resolves to
+    /// Cancels the task; the handle resolves to
     /// [`TaskError::Cancelled`]`(`[`CancelReason::Aborted`]`)`, unless the task
-    /// had already ended.
+    /// had already ended or been cancelled for another reason.
+    ///
+    /// A queued task leaves the queue before `abort` returns, also in a paused
+    /// pool: its place is free for another spawn, it counts as cancelled in
+    /// the stats and the next [`DrainReport`](super::DrainReport), a
+    /// [`TaskFinished`](super::PoolEvent::TaskFinished) event is sent, and its
+    /// future is dropped — on the calling thread, without ever being polled —
+    /// before the handle resolves. A running task stops at its next wake-up
+    /// (an `.await` point) and its future is dropped by its worker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use workcrew::task::{CancelReason, TaskError, TaskPool};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = TaskPool::builder().queue_capacity(1).build().unwrap();
+    /// pool.pause();
+    /// let queued = pool.spawn(async {}).await.unwrap();
+    /// assert!(pool.try_spawn(async {}).is_err(), "the queue is full");
+    ///
+    /// queued.abort();
+    /// assert!(pool.try_spawn(async {}).is_ok(), "its place is free again");
+    /// assert!(matches!(queued.await, Err(TaskError::Cancelled(CancelReason::Aborted))));
+    /// # }
+    /// ```
     pub fn abort(&self) {
-        self.completion.abort(CancelReason::Aborted);
+        let reason = CancelReason::Aborted;
+        let before = self.completion.request_cancel(reason);
+        if reason_of(before).is_some() || before & DELIVERED != 0 {
+            return; // cancelled before (its canceller finishes the job) or ended
+        }
+        if before & STARTED == 0 {
+            // Most likely still queued: take it out. Dropping the job drops the
+            // future, then resolves this handle.
+            if let Some(shared) = registry::find(self.completion.pool) {
+                if shared.cancel_queued(self.id, None, reason) {
+                    return;
+                }
+            }
+            // A worker took it and has not polled it yet; it will see the
+            // reason before polling. Resolve the handle now all the same.
+            self.completion.deliver(Err(TaskError::Cancelled(reason)));
+        }
+        self.completion.wake_runner();
     }
 
     /// Whether the task has ended.
@@ -463,5 +552,24 @@ impl<O: TaskOutput> std::fmt::Debug for TaskHandle<O> {
         f.debug_struct("TaskHandle")
             .field("id", &self.id)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::mem::size_of;
+    use std::sync::atomic::AtomicU8;
+    use std::sync::Mutex;
+
+    use super::{Completion, Slot, TaskHandle};
+
+    /// The pool's number costs a task no memory: it sits in the padding after
+    /// `phase`. And a handle stays two words.
+    #[test]
+    fn the_pool_number_fits_in_padding_and_the_handle_stays_small() {
+        type Padded = (Mutex<Slot<(), Infallible>>, AtomicU8);
+        assert_eq!(size_of::<Completion<(), Infallible>>(), size_of::<Padded>());
+        assert_eq!(size_of::<TaskHandle<()>>(), 2 * size_of::<usize>());
     }
 }

@@ -48,6 +48,12 @@
 //! [`abort`](TaskHandle::abort) cancels; dropping the handle detaches. A panic
 //! in a task becomes [`TaskError::Panicked`] and the pool keeps running.
 //!
+//! A queued task that is aborted, or whose
+//! [`cancel_token`](TaskBuilder::cancel_token) fires, leaves the queue at once,
+//! also in a paused pool: its place is freed, it is counted as cancelled, and
+//! its future is dropped without ever being polled. A running task stops at its
+//! next `.await`.
+//!
 //! # Shutdown
 //!
 //! [`drain`](TaskPool::drain) waits for idle and keeps the pool open;
@@ -93,12 +99,14 @@ mod output;
 mod pool;
 mod queue;
 mod rate;
+mod registry;
 mod report;
 mod retry;
 mod shared;
 mod spawn;
 mod stats;
 mod supervisor;
+mod watch;
 mod worker;
 
 pub use builder::{DrainMode, TaskPoolBuilder};
@@ -106,7 +114,6 @@ pub use error::{BuildError, DrainError, SpawnError, TrySpawnError};
 pub use events::{EventStream, PoolEvent};
 pub use id::TaskId;
 pub use job::TaskHandle;
-pub(crate) use output::panic_message;
 pub use output::{CancelReason, OutcomeKind, PanicPayload, TaskError, TaskOutput};
 pub use pool::TaskPool;
 pub use rate::RateLimit;
@@ -114,5 +121,6 @@ pub use report::{DrainReport, FailureKind, RunningTask, TaskFailure};
 pub(crate) use retry::random_unit;
 pub use retry::RetryPolicy;
 pub use spawn::{TaskBuilder, TaskFnBuilder};
-pub(crate) use stats::Latency;
-pub use stats::{Percentiles, PoolStats};
+pub use stats::PoolStats;
+// Shared with the other parts; kept here too so `workcrew::task::Percentiles` works.
+pub use crate::common::Percentiles;

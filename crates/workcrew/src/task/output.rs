@@ -3,6 +3,9 @@
 use std::any::Any;
 use std::convert::Infallible;
 use std::fmt;
+use std::time::Duration;
+
+use crate::common::panic_message;
 
 /// The output of a task the pool can judge as success or failure.
 ///
@@ -127,11 +130,16 @@ impl fmt::Debug for PanicPayload {
     }
 }
 
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> Option<&str> {
-    payload
-        .downcast_ref::<&'static str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+/// How a task's future failed, as the pool sees it: with the task's own error,
+/// or — for a retried task — with its last attempt cut by the attempt timeout.
+pub(crate) enum Failure<E> {
+    Failed(E),
+    AttemptTimedOut {
+        /// The attempt that timed out (1-based), and how many were allowed.
+        attempt: u32,
+        of: u32,
+        after: Duration,
+    },
 }
 
 /// How a task ended when it did not complete successfully.

@@ -46,7 +46,7 @@ impl TaskPool {
     pub(crate) fn from_config(config: Config) -> Self {
         TaskPool {
             inner: Arc::new(Owner {
-                shared: Arc::new(Shared::new(config)),
+                shared: Shared::start(config),
             }),
         }
     }

@@ -6,6 +6,14 @@
 //! `VecDeque` that is never freed (no allocation once warm); other priorities
 //! live in a `BTreeMap` of deques, removed when they empty. Push and pop are
 //! O(1) on the default lane and O(log p) for p distinct other priorities.
+//!
+//! A queued task that is cancelled (its token fired, its handle aborted it) is
+//! taken out of the middle of its lane by [`remove`](PriorityQueue::remove),
+//! which searches the lane from both ends at once: the oldest and the newest
+//! tasks, which is what cancellations mostly hit, are found in a few steps; one
+//! in the middle costs a scan of half the lane. Cancellation is rare, so the
+//! lanes stay plain `VecDeque`s rather than an indexed structure that every
+//! push and pop would pay for.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -24,6 +32,10 @@ impl<J> PriorityQueue<J> {
             other_lanes: BTreeMap::new(),
             len: 0,
         }
+    }
+
+    pub(crate) fn default_priority(&self) -> i32 {
+        self.default_priority
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -80,6 +92,40 @@ impl<J> PriorityQueue<J> {
         job
     }
 
+    /// Removes the first job found for which `is_it` is true, looking in the
+    /// lane of `priority`, or in every lane (the default one first) if `None`.
+    pub(crate) fn remove(
+        &mut self,
+        priority: Option<i32>,
+        mut is_it: impl FnMut(&J) -> bool,
+    ) -> Option<J> {
+        let job = match priority {
+            Some(p) if p != self.default_priority => {
+                let lane = self.other_lanes.get_mut(&p)?;
+                let job = take_from(lane, &mut is_it);
+                if lane.is_empty() {
+                    self.other_lanes.remove(&p);
+                }
+                job
+            }
+            Some(_) => take_from(&mut self.default_lane, &mut is_it),
+            None => take_from(&mut self.default_lane, &mut is_it).or_else(|| {
+                let (&p, job) = self
+                    .other_lanes
+                    .iter_mut()
+                    .find_map(|(p, lane)| Some((p, take_from(lane, &mut is_it)?)))?;
+                if self.other_lanes[&p].is_empty() {
+                    self.other_lanes.remove(&p);
+                }
+                Some(job)
+            }),
+        };
+        if job.is_some() {
+            self.len -= 1;
+        }
+        job
+    }
+
     /// Removes every job, highest priority first.
     pub(crate) fn take_all(&mut self) -> Vec<J> {
         let mut all = Vec::with_capacity(self.len);
@@ -90,6 +136,23 @@ impl<J> PriorityQueue<J> {
     }
 }
 
+/// Takes the first job of `lane` for which `is_it` is true, looking from both
+/// ends at once.
+fn take_from<J>(lane: &mut VecDeque<J>, is_it: &mut impl FnMut(&J) -> bool) -> Option<J> {
+    let n = lane.len();
+    let at = (0..n.div_ceil(2)).find_map(|k| {
+        let back = n - 1 - k;
+        if is_it(&lane[k]) {
+            Some(k)
+        } else if is_it(&lane[back]) {
+            Some(back)
+        } else {
+            None
+        }
+    })?;
+    lane.remove(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,15 +160,31 @@ mod tests {
 
     proptest! {
         /// Pops come out by descending priority, FIFO within a priority, and
-        /// nothing is lost or duplicated.
+        /// nothing is lost or duplicated, also when jobs are removed from the
+        /// middle.
         #[test]
         fn order_matches_a_stable_sort(
             default_priority in -2i32..3,
             ops in proptest::collection::vec(proptest::option::of(-2i32..3), 0..200),
+            removals in proptest::collection::vec((0usize..200, 0usize..200, any::<bool>()), 0..60),
         ) {
             let mut q = PriorityQueue::new(default_priority);
             let mut model: Vec<(i32, usize)> = Vec::new();
             for (seq, op) in ops.into_iter().enumerate() {
+                // Now and then, remove a job by its sequence number (present or not),
+                // with or without naming its lane.
+                for &(_, target, name_lane) in removals.iter().filter(|r| r.0 == seq) {
+                    let target = target % (seq + 1);
+                    let in_model = model.iter().position(|j| j.1 == target);
+                    let lane = if name_lane {
+                        Some(in_model.map_or(default_priority, |i| model[i].0))
+                    } else {
+                        None
+                    };
+                    let removed = q.remove(lane, |j: &(i32, usize)| j.1 == target);
+                    prop_assert_eq!(removed, in_model.map(|i| model.remove(i)));
+                    prop_assert_eq!(q.len(), model.len());
+                }
                 match op {
                     Some(p) => {
                         q.push(p, (p, seq));

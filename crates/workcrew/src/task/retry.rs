@@ -6,15 +6,17 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::output::TaskOutput;
+use super::output::{Failure, TaskOutput};
 
 /// How a task made by a closure is retried when it returns an error.
 ///
-/// Given to [`TaskFnBuilder::retry`](super::TaskFnBuilder::retry). Only `Err`
-/// outputs are retried, and only those the
-/// [`retry_if`](super::TaskFnBuilder::retry_if) predicate accepts (all, by
-/// default). Panics and timeouts are never retried: the first is a bug, the
-/// second has already used the task's whole time budget.
+/// Given to [`TaskFnBuilder::retry`](super::TaskFnBuilder::retry). Retried
+/// are `Err` outputs the [`retry_if`](super::TaskFnBuilder::retry_if)
+/// predicate accepts (all, by default), and attempts cut by the
+/// [`attempt_timeout`](super::TaskFnBuilder::attempt_timeout) (always). Never
+/// retried: panics (a bug), and the task's
+/// [`timeout`](super::TaskFnBuilder::timeout), a deadline over all attempts
+/// that, once passed, has used the task's whole time budget.
 ///
 /// The delay after failed attempt `n` (1-based) is
 /// `min(initial * multiplier^(n-1), max)`, then jittered down by up to the
@@ -129,14 +131,17 @@ pub(crate) type RetryPredicate<E> = Arc<dyn Fn(&E) -> bool + Send + Sync>;
 /// Told about each retry, to count it and send the event.
 pub(crate) type RetryHook = Box<dyn Fn(u32, Duration) + Send + Sync>;
 
-/// Runs `make()` until it succeeds, the error is not retryable, or the attempts
-/// are used up; the last result is returned.
+/// Runs `make()` until it succeeds, fails in a way that is not retried, or the
+/// attempts are used up; the last result is returned. Each attempt is limited
+/// to `attempt_timeout`, if given; an attempt that times out is dropped and
+/// retried (the predicate judges only the task's own errors).
 pub(crate) async fn run_with_retry<M, Fut>(
     mut make: M,
     policy: RetryPolicy,
     retry_if: Option<RetryPredicate<<Fut::Output as TaskOutput>::Err>>,
+    attempt_timeout: Option<Duration>,
     on_retry: RetryHook,
-) -> Result<<Fut::Output as TaskOutput>::Ok, <Fut::Output as TaskOutput>::Err>
+) -> Result<<Fut::Output as TaskOutput>::Ok, Failure<<Fut::Output as TaskOutput>::Err>>
 where
     M: FnMut() -> Fut,
     Fut: Future,
@@ -144,13 +149,28 @@ where
 {
     let mut attempt = 1;
     loop {
-        let err = match make().await.into_result() {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
+        let fut = make();
+        let output = match attempt_timeout {
+            None => Some(fut.await),
+            Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
         };
-        let retryable = retry_if.as_ref().is_none_or(|pred| pred(&err));
+        let (failure, retryable) = match output.map(TaskOutput::into_result) {
+            Some(Ok(v)) => return Ok(v),
+            Some(Err(err)) => {
+                let retryable = retry_if.as_ref().is_none_or(|pred| pred(&err));
+                (Failure::Failed(err), retryable)
+            }
+            None => {
+                let timed_out = Failure::AttemptTimedOut {
+                    attempt,
+                    of: policy.max_attempts,
+                    after: attempt_timeout.unwrap_or_default(),
+                };
+                (timed_out, true)
+            }
+        };
         if !retryable || attempt >= policy.max_attempts {
-            return Err(err);
+            return Err(failure);
         }
         let delay = policy.jittered(attempt, random_unit());
         on_retry(attempt, delay);

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
 use tokio::runtime::Handle;
@@ -19,10 +19,13 @@ use super::events::{EventHub, PoolEvent};
 use super::id::TaskId;
 use super::inbox::Inbox;
 use super::job::{BoxJob, Extras, Header, Job};
-use super::output::{CancelReason, OutcomeKind, TaskOutput};
+use super::output::{CancelReason, Failure, OutcomeKind, TaskOutput};
 use super::rate::Gcra;
-use super::stats::{Latency, PoolStats};
+use super::registry::{self, PoolKey};
+use super::stats::PoolStats;
+use super::watch::{watch_queued, TokenWatch};
 use super::{supervisor, worker};
+use crate::common::Latency;
 
 /// A refused push: why, the job given back, and the wait for room if asked.
 pub(crate) type PushRefused<'a, J> = (Refused, Box<J>, Option<RoomWait<'a>>);
@@ -34,6 +37,8 @@ pub(crate) struct State {
 
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    /// This pool's number in the registry (for handles' `abort`).
+    key: PoolKey,
     state: Mutex<State>,
     /// The core's inbox, for pushes that skip the pool lock.
     inbox: Arc<Inbox<BoxJob>>,
@@ -51,7 +56,14 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config) -> Self {
+    /// The pool's state, entered in the registry.
+    pub(crate) fn start(config: Config) -> Arc<Self> {
+        let shared = Arc::new(Shared::new(config));
+        registry::enter(shared.key, &shared);
+        shared
+    }
+
+    fn new(config: Config) -> Self {
         let core = Core::new(CoreConfig {
             max_concurrency: config.max_concurrency,
             queue_capacity: config.queue_capacity,
@@ -62,6 +74,7 @@ impl Shared {
             rate: config.rate_limit.map(Gcra::new),
         });
         Shared {
+            key: PoolKey::new(),
             inbox: Arc::clone(core.inbox()),
             config,
             state: Mutex::new(State { core }),
@@ -84,6 +97,10 @@ impl Shared {
 
     pub(crate) fn nanos_since_epoch(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn key(&self) -> PoolKey {
+        self.key
     }
 
     pub(crate) fn next_id(&self) -> TaskId {
@@ -114,7 +131,8 @@ impl Shared {
 
     /// Queues a job if the pool is open and has room; otherwise gives it back
     /// with the reason, and — if `wait` and the queue is full — registers the
-    /// caller as waiting for room (see [`RoomWait`]).
+    /// caller as waiting for room (see [`RoomWait`]). A job with a cancellation
+    /// token gets its watcher once queued (see `watch`).
     pub(crate) fn push<Fut, O>(
         self: &Arc<Self>,
         mut job: Box<Job<Fut, O>>,
@@ -122,15 +140,20 @@ impl Shared {
     ) -> Result<(), PushRefused<'_, Job<Fut, O>>>
     where
         O: TaskOutput,
-        Fut: Future<Output = Result<O::Ok, O::Err>> + Send + 'static,
+        Fut: Future<Output = Result<O::Ok, Failure<O::Err>>> + Send + 'static,
     {
-        let priority = job.header().priority;
+        let (id, priority) = (job.header().id, job.header().priority);
+        // Taken out before the job is queued (and out of reach); started after.
+        let watch = job.watch();
         let now = Instant::now();
         if priority == self.config.default_priority {
             // A hot pool needs nothing but a place in the queue: skip the lock.
             if let Some(claim) = self.inbox.claim() {
                 job.set_enqueued(self.nanos_since_epoch(now));
                 claim.push(Box::into_pin(job));
+                if let Some(watch) = watch {
+                    self.watch_token(watch, id, priority);
+                }
                 return Ok(());
             }
         }
@@ -151,6 +174,9 @@ impl Shared {
             }
         };
         self.apply(fx);
+        if let Some(watch) = watch {
+            self.watch_token(watch, id, priority);
+        }
         Ok(())
     }
 
@@ -251,6 +277,38 @@ impl Shared {
         }
     }
 
+    /// Starts the watcher of a task with a token that was just queued (see
+    /// `watch`).
+    ///
+    /// # Panics
+    ///
+    /// As [`runtime`](Self::runtime).
+    pub(crate) fn watch_token(self: &Arc<Self>, watch: TokenWatch, id: TaskId, priority: i32) {
+        let pool: Weak<Shared> = Arc::downgrade(self);
+        self.runtime()
+            .spawn(watch_queued(pool, watch, id, priority));
+    }
+
+    /// Cancels the queued task `id` for `reason`: takes it out of the queue,
+    /// drops it (its future, then its delivery resolves the handle), counts it
+    /// and sends its event. False if it was not queued.
+    pub(crate) fn cancel_queued(
+        self: &Arc<Self>,
+        id: TaskId,
+        priority: Option<i32>,
+        reason: CancelReason,
+    ) -> bool {
+        let Some(job) = self.lock().core.take_queued(id, priority) else {
+            return false;
+        };
+        let cancellation = Cancellation {
+            queued: vec![job],
+            running: Vec::new(),
+        };
+        self.carry_out(cancellation, reason);
+        true
+    }
+
     /// Cancels every queued task and aborts every running one.
     pub(crate) fn cancel_all(self: &Arc<Self>, reason: CancelReason) -> (u64, u64) {
         let cancellation = self.lock().core.cancel_all();
@@ -270,6 +328,7 @@ impl Shared {
         let mut done: Vec<Finished> = Vec::with_capacity(c.queued.len());
         for mut job in c.queued {
             done.push(job.as_mut().cancel(reason));
+            // Drops the future, then resolves the handle.
             drop(job);
         }
         if self.events.active() {
@@ -316,6 +375,12 @@ impl Shared {
             wait_time: wait.percentiles(),
             run_time: run.percentiles(),
         }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        registry::leave(self.key);
     }
 }
 

@@ -14,7 +14,7 @@ use super::core::Refused;
 use super::error::{SpawnError, TrySpawnError};
 use super::events::PoolEvent;
 use super::job::{new_job, Extras, Header, TaskHandle};
-use super::output::TaskOutput;
+use super::output::{Failure, TaskOutput};
 use super::pool::TaskPool;
 use super::retry::{run_with_retry, RetryPolicy, RetryPredicate};
 use super::shared::Shared;
@@ -100,6 +100,7 @@ pub struct TaskFnBuilder<'a, M, O: TaskOutput> {
     options: Options,
     policy: RetryPolicy,
     retry_if: Option<RetryPredicate<O::Err>>,
+    attempt_timeout: Option<Duration>,
 }
 
 macro_rules! option_setters {
@@ -118,7 +119,14 @@ macro_rules! option_setters {
         }
 
         /// Ends the task as [`TaskError::TimedOut`](super::TaskError::TimedOut)
-        /// if it runs longer (counted from its start, across retries).
+        /// if it runs longer, counted from its start.
+        ///
+        /// For a task made by [`task_fn`](super::TaskPool::task_fn) this is a
+        /// deadline over all its attempts and the backoff between them: when it
+        /// passes, the attempt in progress is dropped and no retry follows. To
+        /// limit each attempt instead, use
+        /// [`attempt_timeout`](super::TaskFnBuilder::attempt_timeout).
+        ///
         /// Default: the pool's [`task_timeout`](super::TaskPoolBuilder::task_timeout).
         pub fn timeout(mut self, timeout: Duration) -> Self {
             self.options.extras().timeout = Some(timeout);
@@ -126,7 +134,15 @@ macro_rules! option_setters {
         }
 
         /// Ends the task as cancelled ([`CancelReason::Token`](super::CancelReason::Token))
-        /// when `token` fires. A queued task notices when it is dequeued.
+        /// when `token` fires.
+        ///
+        /// A queued task leaves the queue as soon as the token fires, also in a
+        /// paused pool: its place is freed, it is counted as cancelled and its
+        /// future is dropped without being polled. (While it is queued, a small
+        /// watcher task waits on the token for it.) A running task stops at its
+        /// next `.await`. While [`spawn`](Self::spawn) waits for queue room the
+        /// task is not queued yet; a token that fired meanwhile ends it as soon
+        /// as it is.
         pub fn cancel_token(mut self, token: CancellationToken) -> Self {
             self.options.extras().token = Some(token);
             self
@@ -188,6 +204,7 @@ where
             options: Options::default(),
             policy: RetryPolicy::new(1),
             retry_if: None,
+            attempt_timeout: None,
         }
     }
 
@@ -199,7 +216,60 @@ where
         self
     }
 
+    /// Limits each attempt to `timeout`, from its start; the backoff between
+    /// attempts is not counted. Default: none.
+    ///
+    /// An attempt that runs longer is dropped and counts as a failed attempt
+    /// that is always retried while the [`retry`](Self::retry) policy has
+    /// attempts left: [`retry_if`](Self::retry_if) is not asked, as it judges
+    /// the task's own errors and a timeout is not one. If the last attempt
+    /// times out, the task ends as [`TaskError::TimedOut`](super::TaskError::TimedOut)
+    /// (a [`FailureKind::TimedOut`](super::FailureKind::TimedOut) failure in
+    /// the [`DrainReport`](super::DrainReport), naming the attempt); if it
+    /// fails with its own error, as [`TaskError::Failed`](super::TaskError::Failed).
+    ///
+    /// [`timeout`](Self::timeout) is the other limit: a deadline over all
+    /// attempts and backoff together. Both may be set; whichever comes first
+    /// applies.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use workcrew::task::{RetryPolicy, TaskPool};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let pool = TaskPool::builder().build().unwrap();
+    /// let mut attempts = 0;
+    /// let handle = pool
+    ///     .task_fn(move || {
+    ///         attempts += 1;
+    ///         let hang = attempts == 1; // the first attempt hangs
+    ///         async move {
+    ///             if hang {
+    ///                 std::future::pending::<()>().await;
+    ///             }
+    ///             Ok::<_, String>("answered")
+    ///         }
+    ///     })
+    ///     .retry(RetryPolicy::new(3).backoff(Duration::from_millis(1), Duration::from_millis(10)))
+    ///     .attempt_timeout(Duration::from_millis(50)) // per attempt
+    ///     .timeout(Duration::from_secs(5)) // over all attempts
+    ///     .spawn()
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(handle.await.unwrap(), "answered");
+    /// # }
+    /// ```
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = Some(timeout);
+        self
+    }
+
     /// Retries only errors for which `pred` returns true. Default: all.
+    /// Attempts cut by the [`attempt_timeout`](Self::attempt_timeout) are
+    /// retried without asking.
     pub fn retry_if(
         mut self,
         pred: impl Fn(&<Fut::Output as TaskOutput>::Err) -> bool + Send + Sync + 'static,
@@ -241,6 +311,7 @@ where
             make: Some(self.make),
             policy: self.policy,
             retry_if: self.retry_if,
+            attempt_timeout: self.attempt_timeout,
             pool: Arc::downgrade(self.pool.shared()),
             running: None,
         };
@@ -261,7 +332,7 @@ where
 {
     let header = options.header(shared);
     let id = header.id;
-    let (mut job, handle) = new_job::<_, S::Output>(header, source.into_split(id));
+    let (mut job, handle) = new_job::<_, S::Output>(shared.key(), header, source.into_split(id));
     loop {
         match shared.push(job, wait) {
             Ok(()) => return Ok(handle),
@@ -296,9 +367,7 @@ fn try_error<T>((why, source): (Refused, T)) -> TrySpawnError<T> {
 trait Source: Sized {
     type Output: TaskOutput;
     type Source;
-    type Split: Future<Output = Result<<Self::Output as TaskOutput>::Ok, <Self::Output as TaskOutput>::Err>>
-        + Send
-        + 'static;
+    type Split: Future<Output = SplitResult<Self::Output>> + Send + 'static;
     fn into_split(self, id: super::id::TaskId) -> Self::Split;
     fn give_back(split: Self::Split) -> Self::Source;
 }
@@ -321,6 +390,9 @@ where
     }
 }
 
+/// What a job's future resolves to: the task's value, or how it failed.
+type SplitResult<O> = Result<<O as TaskOutput>::Ok, Failure<<O as TaskOutput>::Err>>;
+
 pin_project! {
     /// A future whose output is split into `Result` by [`TaskOutput`].
     pub(crate) struct Split<F> {
@@ -334,17 +406,18 @@ where
     F: Future,
     F::Output: TaskOutput,
 {
-    type Output = Result<<F::Output as TaskOutput>::Ok, <F::Output as TaskOutput>::Err>;
+    type Output = SplitResult<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().fut.poll(cx).map(TaskOutput::into_result)
+        self.project()
+            .fut
+            .poll(cx)
+            .map(|out| out.into_result().map_err(Failure::Failed))
     }
 }
 
-type SplitResult<Fut> = Result<
-    <<Fut as Future>::Output as TaskOutput>::Ok,
-    <<Fut as Future>::Output as TaskOutput>::Err,
->;
+/// The retry loop of a closure-made task, once started.
+type RetryLoop<O> = Pin<Box<dyn Future<Output = SplitResult<O>> + Send>>;
 
 /// A closure-made task with its retry loop, started on first poll so the
 /// closure can be given back if the task is refused.
@@ -355,8 +428,9 @@ where
     make: Option<M>,
     policy: RetryPolicy,
     retry_if: Option<RetryPredicate<<Fut::Output as TaskOutput>::Err>>,
+    attempt_timeout: Option<Duration>,
     pool: Weak<Shared>,
-    running: Option<Pin<Box<dyn Future<Output = SplitResult<Fut>> + Send>>>,
+    running: Option<RetryLoop<Fut::Output>>,
     // `id` is given at start, see `Source::into_split`.
 }
 
@@ -406,7 +480,7 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: TaskOutput,
 {
-    type Output = SplitResult<Fut>;
+    type Output = SplitResult<Fut::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -429,6 +503,7 @@ where
                 make,
                 r.policy.clone(),
                 r.retry_if.take(),
+                r.attempt_timeout,
                 on_retry,
             )));
         }

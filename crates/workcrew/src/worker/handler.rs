@@ -61,7 +61,7 @@ pub(crate) fn error(kind: ErrorKind, message: impl Into<String>) -> ErrorBody {
 }
 
 pub(crate) fn panicked(payload: Box<dyn std::any::Any + Send>) -> ErrorBody {
-    let msg = crate::task::panic_message(&*payload).unwrap_or("<non-string panic payload>");
+    let msg = crate::common::panic_message(&*payload).unwrap_or("<non-string panic payload>");
     error(ErrorKind::Panicked, format!("function panicked: {msg}"))
 }
 

@@ -250,3 +250,55 @@ pub(crate) async fn panicking(msg: &'static str) {
 pub(crate) async fn nap(d: Duration) {
     tokio::time::sleep(d).await;
 }
+
+/// A task body that never finishes and records what the pool did with it: whether it was ever
+/// polled, and whether its future was dropped. Proves that a cancelled queued task's future is
+/// dropped without being polled.
+pub(crate) struct Probe {
+    polled: Arc<std::sync::atomic::AtomicBool>,
+    _dropped: DropFlag,
+}
+
+/// What a [`Probe`] saw; readable after the probe moved into the pool.
+#[derive(Clone)]
+pub(crate) struct ProbeFlags {
+    polled: Arc<std::sync::atomic::AtomicBool>,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ProbeFlags {
+    /// Whether the probe was ever polled.
+    pub(crate) fn polled(&self) -> bool {
+        self.polled.load(Ordering::SeqCst)
+    }
+
+    /// Whether the probe was dropped.
+    pub(crate) fn dropped(&self) -> bool {
+        self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+/// A new [`Probe`] and its flags.
+pub(crate) fn probe() -> (Probe, ProbeFlags) {
+    let flags = ProbeFlags {
+        polled: Arc::default(),
+        dropped: Arc::default(),
+    };
+    let probe = Probe {
+        polled: Arc::clone(&flags.polled),
+        _dropped: DropFlag(Arc::clone(&flags.dropped)),
+    };
+    (probe, flags)
+}
+
+impl Future for Probe {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.polled.store(true, Ordering::SeqCst);
+        std::task::Poll::Pending
+    }
+}

@@ -1,6 +1,6 @@
-//! The broadcast behind every typed event stream of the crate (task pools and
-//! pipelines): cheap when nobody listens, lag reported as an event, and an
-//! end marker that finishes every stream.
+//! The broadcast behind every typed event stream of the crate (task pools,
+//! process pools and pipelines): cheap when nobody listens, lag reported as an
+//! event, and an end marker that finishes every stream.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
