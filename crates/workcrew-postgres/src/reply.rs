@@ -4,40 +4,54 @@
 //! Ids travel as bare JSON numbers and strings (workcrew's `Id` serialises that way in
 //! self-describing formats), so an id keeps its kind: `"007"` stays a string.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use workcrew::batch::{
-    FailedId, Finish, FinishOutcome, Id, Ids, JobStatus, Lease, Millis, Origin, StoreError,
-    StoreErrorKind,
+    Finish, FinishOutcome, Id, Ids, JobStatus, Lease, Millis, Origin, StoreError, StoreErrorKind,
 };
 
 use crate::error::{corrupt, store_error};
 
-/// One entry of a step's finish list, as `workcrew_step` reads it.
-#[derive(Serialize)]
-struct FinishIn<'a> {
-    range: i64,
-    fence: i64,
-    kind: &'static str,
-    failed: &'a [FailedId],
-    error: Option<&'a str>,
-    retry_at: Option<Millis>,
+/// A step's finish list as the parallel arrays `workcrew_step` takes: entry `i` of each
+/// belongs to the `i`-th finish.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct FinishArrays<'a> {
+    pub(crate) ranges: Vec<i64>,
+    pub(crate) fences: Vec<i64>,
+    pub(crate) kinds: Vec<&'static str>,
+    pub(crate) errors: Vec<Option<&'a str>>,
+    pub(crate) retry_at: Vec<Option<Millis>>,
+    /// The failed ids of a done range as a JSON array; `None` when there are none.
+    pub(crate) failed: Vec<Option<String>>,
 }
 
-/// The finish list of a step, as JSON text.
-pub(crate) fn encode_finish(what: &str, finish: &[Finish]) -> Result<String, StoreError> {
-    let mut out = Vec::with_capacity(finish.len());
+/// A step's finish list, as `workcrew_step` takes it.
+pub(crate) fn encode_finish<'a>(
+    what: &str,
+    finish: &'a [Finish],
+) -> Result<FinishArrays<'a>, StoreError> {
+    let mut out = FinishArrays::default();
     for f in finish {
-        let (kind, failed, error, retry_at): (_, &[FailedId], _, _) = match &f.outcome {
-            FinishOutcome::Done { failed } => ("done", failed, None, None),
+        let (kind, error, retry_at, failed) = match &f.outcome {
+            FinishOutcome::Done { failed } if failed.is_empty() => ("done", None, None, None),
+            FinishOutcome::Done { failed } => {
+                let json = serde_json::to_string(failed).map_err(|e| {
+                    store_error(
+                        StoreErrorKind::Other,
+                        what,
+                        format!("range {}: encoding its failed ids: {e}", f.range),
+                    )
+                })?;
+                ("done", None, None, Some(json))
+            }
             FinishOutcome::Failed {
                 error,
                 retry_at: Some(at),
-            } => ("retry", &[], Some(error.as_str()), Some(*at)),
+            } => ("retry", Some(error.as_str()), Some(*at), None),
             FinishOutcome::Failed {
                 error,
                 retry_at: None,
-            } => ("park", &[], Some(error.as_str()), None),
-            FinishOutcome::Release => ("release", &[], None, None),
+            } => ("park", Some(error.as_str()), None, None),
+            FinishOutcome::Release => ("release", None, None, None),
             other => {
                 return Err(store_error(
                     StoreErrorKind::Other,
@@ -46,17 +60,14 @@ pub(crate) fn encode_finish(what: &str, finish: &[Finish]) -> Result<String, Sto
                 ))
             }
         };
-        out.push(FinishIn {
-            range: to_i64(f.range),
-            fence: to_i64(f.fence),
-            kind,
-            failed,
-            error,
-            retry_at,
-        });
+        out.ranges.push(to_i64(f.range));
+        out.fences.push(to_i64(f.fence));
+        out.kinds.push(kind);
+        out.errors.push(error);
+        out.retry_at.push(retry_at);
+        out.failed.push(failed);
     }
-    serde_json::to_string(&out)
-        .map_err(|e| store_error(StoreErrorKind::Other, what, format!("encoding a step: {e}")))
+    Ok(out)
 }
 
 /// What `workcrew_step` returns.
@@ -217,6 +228,7 @@ pub(crate) fn to_i64(v: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use workcrew::batch::FailedId;
 
     #[test]
     fn finish_lists_encode_every_outcome() {
@@ -249,23 +261,23 @@ mod tests {
                 fence: 8,
                 outcome: FinishOutcome::Release,
             },
+            Finish {
+                range: 9,
+                fence: 10,
+                outcome: FinishOutcome::Done { failed: vec![] },
+            },
         ];
-        let json: serde_json::Value =
-            serde_json::from_str(&encode_finish("s", &finish).unwrap()).unwrap();
-        let kinds: Vec<&str> = json
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["kind"].as_str().unwrap())
-            .collect();
-        assert_eq!(kinds, ["done", "retry", "park", "release"]);
-        assert_eq!(json[0]["failed"][0]["id"], 7);
-        assert_eq!(
-            json[0]["failed"][1]["id"], "007",
-            "a string id stays a string"
-        );
-        assert_eq!(json[1]["retry_at"], 99);
-        assert_eq!(json[2]["error"], "dead");
+        let a = encode_finish("s", &finish).unwrap();
+        assert_eq!(a.ranges, [1, 3, 5, 7, 9]);
+        assert_eq!(a.fences, [2, 4, 6, 8, 10]);
+        assert_eq!(a.kinds, ["done", "retry", "park", "release", "done"]);
+        assert_eq!(a.errors, [None, Some("boom"), Some("dead"), None, None]);
+        assert_eq!(a.retry_at, [None, Some(99), None, None, None]);
+        let failed: serde_json::Value =
+            serde_json::from_str(a.failed[0].as_deref().unwrap()).unwrap();
+        assert_eq!(failed[0]["id"], 7);
+        assert_eq!(failed[1]["id"], "007", "a string id stays a string");
+        assert_eq!(a.failed[1..], [None, None, None, None]);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 -- Locks, in the order a step takes them (so two steps never wait on each other in a cycle):
 --   1. the rows of the ranges it finishes (in range order, when there are several);
 --   2. pending and expired ranges, FOR UPDATE SKIP LOCKED: a claim never waits, and two
---      claimers never get the same range;
+--      claimers never get the same range (state 0 pending and 1 claimed sort before 3
+--      parked, so `state <= 1` walks the open ranges in claim order on one index);
 --   3. the job row, FOR NO KEY UPDATE, only to cut new ranges at the cursor or to add to
 --      the counters; nothing is waited for after it.
 -- Errors raised here: SQLSTATE WC404 when the job does not exist.
@@ -37,26 +38,27 @@ $fn$;
 -- One step of a worker: finish ranges, then claim up to p_claim (pending ones whose time
 -- has come, then expired leases, then new ranges cut at the cursor).
 --
--- p_finish is a JSON array of {"range", "fence", "kind", "failed", "error", "retry_at"},
--- kind one of 'done' (with "failed": [{"id", "error"}]), 'retry' (pending again from
--- "retry_at"), 'park' (failed for good) and 'release' (pending at once).
+-- The finishes come as parallel arrays, entry i being range p_ranges[i] claimed with
+-- p_fences[i], ended as p_kinds[i]: 'done' (p_failed[i]: NULL, or a JSON array of
+-- {"id", "error"}), 'retry' (pending again from p_retry_at[i]), 'park' (failed for good)
+-- or 'release' (pending at once); p_errors[i] is the attempt's error.
 -- Returns {"finished": [bool], "claimed": [lease], "status": null | {...}}; a lease is
 -- {"range", "fence", "start", "end", "ids", "checkpoint", "attempt", "origin",
 -- "previous_owner"}.
 CREATE FUNCTION {s}.workcrew_step(
     p_job text, p_owner text, p_now bigint, p_expires bigint,
-    p_finish text, p_claim integer, p_amo boolean)
+    p_ranges bigint[], p_fences bigint[], p_kinds text[], p_errors text[],
+    p_retry_at bigint[], p_failed text[], p_claim integer, p_amo boolean)
 RETURNS text LANGUAGE plpgsql AS $fn$
 DECLARE
-    f jsonb;
-    v_finish jsonb := p_finish::jsonb;
-    x jsonb;
     r record;
     j record;
+    i integer;
+    v_count integer := coalesce(array_length(p_ranges, 1), 0);
     v_ok boolean;
     v_len bigint;
     v_nfailed bigint;
-    v_state smallint;
+    v_parked integer;
     v_fence bigint;
     v_cursor bigint;
     v_hi bigint;
@@ -74,56 +76,56 @@ DECLARE
     d_ranges_done bigint := 0;
     d_ranges_failed bigint := 0;
 BEGIN
-    IF jsonb_array_length(v_finish) > 1 THEN
+    IF v_count > 1 THEN
         -- Lock the finished ranges in range order, so two steps finishing the same
         -- ranges (one of them with stale tokens) cannot wait on each other.
         PERFORM 1 FROM {s}.ranges
-          WHERE job = p_job
-            AND num IN (SELECT (e->>'range')::bigint FROM jsonb_array_elements(v_finish) e)
+          WHERE job = p_job AND num = ANY (p_ranges)
           ORDER BY num FOR UPDATE;
     END IF;
 
-    FOR f IN SELECT value FROM jsonb_array_elements(v_finish) LOOP
+    FOR i IN 1 .. v_count LOOP
         -- Every outcome applies only while the range is claimed with this fencing token.
-        CASE f->>'kind'
+        CASE p_kinds[i]
         WHEN 'done' THEN
             DELETE FROM {s}.ranges
-             WHERE job = p_job AND num = (f->>'range')::bigint
-               AND fence = (f->>'fence')::bigint AND state = 1
+             WHERE job = p_job AND num = p_ranges[i] AND fence = p_fences[i] AND state = 1
             RETURNING len INTO v_len;
             v_ok := FOUND;
             IF v_ok THEN
                 v_nfailed := 0;
-                FOR x IN SELECT value FROM jsonb_array_elements(f->'failed') LOOP
+                IF p_failed[i] IS NOT NULL THEN
+                    -- The last report of an id wins, as a row replaced in turn would.
                     INSERT INTO {s}.failed_ids AS fi (job, is_str, id_int, id_str, range_num, error)
-                    VALUES (p_job,
-                            jsonb_typeof(x->'id') = 'string',
-                            CASE WHEN jsonb_typeof(x->'id') = 'string'
-                                 THEN 0 ELSE (x->>'id')::bigint END,
-                            CASE WHEN jsonb_typeof(x->'id') = 'string'
-                                 THEN x->>'id' ELSE '' END,
-                            (f->>'range')::bigint,
-                            x->>'error')
+                    SELECT DISTINCT ON (is_str, id_int, id_str)
+                           p_job, is_str, id_int, id_str, p_ranges[i], error
+                      FROM (SELECT jsonb_typeof(x.value->'id') = 'string' AS is_str,
+                                   CASE WHEN jsonb_typeof(x.value->'id') = 'string'
+                                        THEN 0 ELSE (x.value->>'id')::bigint END AS id_int,
+                                   CASE WHEN jsonb_typeof(x.value->'id') = 'string'
+                                        THEN x.value->>'id' ELSE '' END AS id_str,
+                                   x.value->>'error' AS error,
+                                   x.ordinality AS pos
+                              FROM jsonb_array_elements(p_failed[i]::jsonb)
+                                   WITH ORDINALITY AS x) ids
+                     ORDER BY is_str, id_int, id_str, pos DESC
                     ON CONFLICT (job, is_str, id_int, id_str)
                     DO UPDATE SET range_num = excluded.range_num, error = excluded.error;
-                    v_nfailed := v_nfailed + 1;
-                END LOOP;
-                v_nfailed := least(v_nfailed, v_len);
+                    v_nfailed := least(jsonb_array_length(p_failed[i]::jsonb), v_len);
+                END IF;
                 d_ids_done := d_ids_done + v_len - v_nfailed;
                 d_ids_failed := d_ids_failed + v_nfailed;
                 d_ranges_done := d_ranges_done + 1;
             END IF;
         WHEN 'retry' THEN
             UPDATE {s}.ranges
-               SET state = 0, due = (f->>'retry_at')::bigint, owner = NULL, error = f->>'error'
-             WHERE job = p_job AND num = (f->>'range')::bigint
-               AND fence = (f->>'fence')::bigint AND state = 1;
+               SET state = 0, due = p_retry_at[i], owner = NULL, error = p_errors[i]
+             WHERE job = p_job AND num = p_ranges[i] AND fence = p_fences[i] AND state = 1;
             v_ok := FOUND;
         WHEN 'park' THEN
             UPDATE {s}.ranges
-               SET state = 3, owner = NULL, error = f->>'error'
-             WHERE job = p_job AND num = (f->>'range')::bigint
-               AND fence = (f->>'fence')::bigint AND state = 1
+               SET state = 3, owner = NULL, error = p_errors[i]
+             WHERE job = p_job AND num = p_ranges[i] AND fence = p_fences[i] AND state = 1
             RETURNING len INTO v_len;
             v_ok := FOUND;
             IF v_ok THEN
@@ -133,83 +135,79 @@ BEGIN
         WHEN 'release' THEN
             UPDATE {s}.ranges
                SET state = 0, due = p_now, owner = NULL, error = NULL
-             WHERE job = p_job AND num = (f->>'range')::bigint
-               AND fence = (f->>'fence')::bigint AND state = 1;
+             WHERE job = p_job AND num = p_ranges[i] AND fence = p_fences[i] AND state = 1;
             v_ok := FOUND;
         END CASE;
         v_verdicts := v_verdicts || to_jsonb(v_ok);
     END LOOP;
 
-    IF p_claim > 0 THEN
-        -- At-most-once: a range whose holder's lease expired is parked, never run again.
-        WITH parked AS (
-            UPDATE {s}.ranges rg
-               SET state = 3, owner = NULL,
-                   error = 'lease of ' || coalesce(rg.owner, '?')
-                           || ' expired; at-most-once: not run again'
-             WHERE rg.job = p_job AND rg.num IN (
-                   SELECT num FROM {s}.ranges
-                    WHERE job = p_job AND state = 1 AND due <= p_now AND at_most_once
-                      FOR UPDATE SKIP LOCKED)
-            RETURNING rg.len)
-        SELECT count(*), coalesce(sum(len), 0) INTO v_open, v_len FROM parked;
-        d_ranges_failed := d_ranges_failed + v_open;
-        d_ids_failed := d_ids_failed + v_len;
-
-        -- Pending ranges whose time has come (state 0), then expired leases (state 1),
-        -- oldest first; ranges another claimer holds are skipped, never waited for.
-        FOREACH v_state IN ARRAY ARRAY[0, 1]::smallint[] LOOP
-            EXIT WHEN v_n >= p_claim;
-            FOR r IN SELECT num, span_start, span_end, ids, checkpoint, attempts, owner
-                       FROM {s}.ranges
-                      WHERE job = p_job AND state = v_state AND due <= p_now
-                        AND NOT (v_state = 1 AND at_most_once)
-                      ORDER BY due, num
-                      LIMIT p_claim - v_n
-                        FOR UPDATE SKIP LOCKED LOOP
-                v_fence := nextval('{s}.fences');
+    -- Pending ranges whose time has come (state 0), then expired leases (state 1),
+    -- oldest first; ranges another claimer holds are skipped, never waited for. Under
+    -- at-most-once an expired range is parked instead, never run again; then look again.
+    LOOP
+        EXIT WHEN v_n >= p_claim;
+        v_parked := 0;
+        FOR r IN SELECT num, state, span_start, span_end, ids, len, checkpoint, attempts,
+                        owner, at_most_once
+                   FROM {s}.ranges
+                  WHERE job = p_job AND state <= 1 AND due <= p_now
+                  ORDER BY state, due, num
+                  LIMIT p_claim - v_n
+                    FOR UPDATE SKIP LOCKED LOOP
+            IF r.state = 1 AND r.at_most_once THEN
                 UPDATE {s}.ranges
-                   SET state = 1, owner = p_owner, fence = v_fence, due = p_expires,
-                       attempts = attempts + 1, at_most_once = p_amo
+                   SET state = 3, owner = NULL,
+                       error = 'lease of ' || coalesce(r.owner, '?')
+                               || ' expired; at-most-once: not run again'
                  WHERE job = p_job AND num = r.num;
-                v_claimed := v_claimed || jsonb_build_object(
-                    'range', r.num, 'fence', v_fence,
-                    'start', r.span_start, 'end', r.span_end, 'ids', r.ids,
-                    'checkpoint', r.checkpoint, 'attempt', r.attempts + 1,
-                    'origin', CASE WHEN v_state = 0 THEN 'pending' ELSE 'expired' END,
-                    'previous_owner', r.owner);
-                v_n := v_n + 1;
-            END LOOP;
+                d_ranges_failed := d_ranges_failed + 1;
+                d_ids_failed := d_ids_failed + r.len;
+                v_parked := v_parked + 1;
+                CONTINUE;
+            END IF;
+            v_fence := nextval('{s}.fences');
+            UPDATE {s}.ranges
+               SET state = 1, owner = p_owner, fence = v_fence, due = p_expires,
+                   attempts = attempts + 1, at_most_once = p_amo
+             WHERE job = p_job AND num = r.num;
+            v_claimed := v_claimed || jsonb_build_object(
+                'range', r.num, 'fence', v_fence,
+                'start', r.span_start, 'end', r.span_end, 'ids', r.ids,
+                'checkpoint', r.checkpoint, 'attempt', r.attempts + 1,
+                'origin', CASE WHEN r.state = 0 THEN 'pending' ELSE 'expired' END,
+                'previous_owner', r.owner);
+            v_n := v_n + 1;
         END LOOP;
+        EXIT WHEN v_parked = 0;
+    END LOOP;
 
-        -- New ranges at the cursor: the job row's lock makes cutting and advancing atomic.
-        IF v_n < p_claim THEN
-            SELECT source, span_end, range_size, cursor_int, next_range INTO j
-              FROM {s}.jobs WHERE name = p_job FOR NO KEY UPDATE;
-            IF NOT FOUND THEN
-                RAISE EXCEPTION 'no job %', p_job USING ERRCODE = 'WC404';
-            END IF;
-            v_have_job := true;
-            IF j.source = 'span' THEN
-                v_cursor := coalesce(j.cursor_int, j.span_end);
-                v_num := j.next_range;
-                WHILE v_n < p_claim AND v_cursor < j.span_end LOOP
-                    -- numeric: a cursor near the end of bigint must not overflow.
-                    v_hi := least(v_cursor::numeric + j.range_size, j.span_end)::bigint;
-                    v_fence := nextval('{s}.fences');
-                    INSERT INTO {s}.ranges (job, num, state, span_start, span_end, len, owner,
-                                            fence, due, attempts, at_most_once)
-                    VALUES (p_job, v_num, 1, v_cursor, v_hi, v_hi - v_cursor, p_owner,
-                            v_fence, p_expires, 1, p_amo);
-                    v_claimed := v_claimed || jsonb_build_object(
-                        'range', v_num, 'fence', v_fence, 'start', v_cursor, 'end', v_hi,
-                        'checkpoint', 0, 'attempt', 1, 'origin', 'new');
-                    v_num := v_num + 1;
-                    v_n := v_n + 1;
-                    v_cursor := v_hi;
-                    v_cut := true;
-                END LOOP;
-            END IF;
+    -- New ranges at the cursor: the job row's lock makes cutting and advancing atomic.
+    IF v_n < p_claim THEN
+        SELECT source, span_end, range_size, cursor_int, next_range INTO j
+          FROM {s}.jobs WHERE name = p_job FOR NO KEY UPDATE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'no job %', p_job USING ERRCODE = 'WC404';
+        END IF;
+        v_have_job := true;
+        IF j.source = 'span' THEN
+            v_cursor := coalesce(j.cursor_int, j.span_end);
+            v_num := j.next_range;
+            WHILE v_n < p_claim AND v_cursor < j.span_end LOOP
+                -- numeric: a cursor near the end of bigint must not overflow.
+                v_hi := least(v_cursor::numeric + j.range_size, j.span_end)::bigint;
+                v_fence := nextval('{s}.fences');
+                INSERT INTO {s}.ranges (job, num, state, span_start, span_end, len, owner,
+                                        fence, due, attempts, at_most_once)
+                VALUES (p_job, v_num, 1, v_cursor, v_hi, v_hi - v_cursor, p_owner,
+                        v_fence, p_expires, 1, p_amo);
+                v_claimed := v_claimed || jsonb_build_object(
+                    'range', v_num, 'fence', v_fence, 'start', v_cursor, 'end', v_hi,
+                    'checkpoint', 0, 'attempt', 1, 'origin', 'new');
+                v_num := v_num + 1;
+                v_n := v_n + 1;
+                v_cursor := v_hi;
+                v_cut := true;
+            END LOOP;
         END IF;
     END IF;
 
@@ -241,7 +239,7 @@ BEGIN
             j.cursor_int := v_cursor;
         END IF;
         SELECT count(*), min(due) INTO v_open, v_next
-          FROM {s}.ranges WHERE job = p_job AND state IN (0, 1);
+          FROM {s}.ranges WHERE job = p_job AND state <= 1;
         v_status := jsonb_build_object(
             'exhausted', j.source = 'span' AND coalesce(j.cursor_int, j.span_end) >= j.span_end,
             'open', v_open,

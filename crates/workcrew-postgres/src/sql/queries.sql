@@ -10,7 +10,7 @@ SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
 SELECT {s}.workcrew_open($1, $2, $3, $4, $5, $6);
 
 -- name: step
-SELECT {s}.workcrew_step($1, $2, $3, $4, $5, $6, $7);
+SELECT {s}.workcrew_step($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
 
 -- name: append
 SELECT {s}.workcrew_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);

@@ -81,6 +81,15 @@ impl Drop for Isolated {
     }
 }
 
+/// Drops its schema when dropped, also when the test fails.
+pub struct SchemaGuard(pub String);
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        drop_schema(&self.0);
+    }
+}
+
 /// Drops `schema`, from a thread of its own (this may run inside a runtime).
 pub fn drop_schema(schema: &str) {
     let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
@@ -209,5 +218,136 @@ impl Store for Isolated {
         now: Millis,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
         self.store.acquire(job, rate, ids, now)
+    }
+}
+
+/// The test server's host and port, from `DATABASE_URL`.
+pub async fn server_addr() -> std::net::SocketAddr {
+    let config: tokio_postgres::Config = database_url().parse().expect("DATABASE_URL parses");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let mut addrs = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .expect("resolve the server");
+    addrs.next().expect("an address")
+}
+
+/// The password the tests put in URLs: `DATABASE_URL`'s own if it has one (the server
+/// may need it), else a made-up one (a `trust` server ignores it).
+pub fn test_password() -> String {
+    let config: tokio_postgres::Config = database_url().parse().expect("DATABASE_URL parses");
+    config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_else(|| "Sekrit-Pw-9f3a".to_owned())
+}
+
+/// A URL for the test database through `port` on 127.0.0.1, with `password` in it.
+pub fn url_via(port: u16, password: &str) -> String {
+    let config: tokio_postgres::Config = database_url().parse().expect("DATABASE_URL parses");
+    format!(
+        "postgres://{}:{password}@127.0.0.1:{port}/{}",
+        config.get_user().unwrap_or("postgres"),
+        config.get_dbname().unwrap_or("test")
+    )
+}
+
+/// What a [`Proxy`] does with the traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Forwards both ways.
+    Up,
+    /// Keeps every connection open and accepts new ones, but forwards nothing: a server
+    /// that stopped answering.
+    Frozen,
+    /// Closes every connection, and new ones at once: a server that is gone.
+    Down,
+}
+
+/// A TCP proxy to the test server on a port of its own, whose traffic a test can freeze
+/// or cut. Dropping it closes everything it holds.
+pub struct Proxy {
+    port: u16,
+    mode: tokio::sync::watch::Sender<Mode>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Starts a proxy to the test server, forwarding.
+    pub async fn start() -> Proxy {
+        let target = server_addr().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let (mode, _) = tokio::sync::watch::channel(Mode::Up);
+        let modes = mode.clone();
+        let task = tokio::spawn(async move {
+            let mut pipes = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let rx = modes.subscribe();
+                if *rx.borrow() == Mode::Down {
+                    continue;
+                }
+                pipes.spawn(pipe(client, target, rx));
+                while pipes.try_join_next().is_some() {}
+            }
+        });
+        Proxy { port, mode, task }
+    }
+
+    /// The proxy's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Changes what the proxy does, for open connections too.
+    pub fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pipe(
+    mut client: tokio::net::TcpStream,
+    target: std::net::SocketAddr,
+    mut mode: tokio::sync::watch::Receiver<Mode>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    loop {
+        let now = *mode.borrow_and_update();
+        match now {
+            Mode::Down => return,
+            Mode::Frozen => {
+                if mode.changed().await.is_err() {
+                    return;
+                }
+            }
+            Mode::Up => tokio::select! {
+                n = cr.read(&mut up) => match n {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => if sw.write_all(&up[..n]).await.is_err() { return },
+                },
+                n = sr.read(&mut down) => match n {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => if cw.write_all(&down[..n]).await.is_err() { return },
+                },
+                changed = mode.changed() => if changed.is_err() { return },
+            },
+        }
     }
 }
