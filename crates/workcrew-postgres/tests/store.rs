@@ -93,7 +93,9 @@ async fn migrations_apply_once_when_processes_connect_at_the_same_time() {
     assert!(!info.created);
 }
 
-#[tokio::test]
+// Multi-threaded: the refused connect's connection is closed by its aborted driver task,
+// which must run while the isolated store's drop waits for its schema to be dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_from_a_newer_version_is_refused() {
     let store = isolated("newer_schema").await;
     let admin = admin().await;

@@ -38,6 +38,10 @@ pub fn unique_name(test: &str) -> String {
 }
 
 /// A store in a schema of its own, dropped (with everything in it) when this is.
+///
+/// The drop waits for the schema's locks: on a current-thread runtime, a connection of
+/// the test that is still in a transaction cannot be closed meanwhile (its driver task
+/// cannot run), so such tests use the multi-threaded runtime.
 pub struct Isolated {
     pub store: PostgresStore,
 }
