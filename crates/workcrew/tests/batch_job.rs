@@ -54,7 +54,12 @@ impl Seen {
         let missing: Vec<&Id> = want.iter().filter(|id| !counts.contains_key(id)).collect();
         assert!(missing.is_empty(), "ids never processed: {missing:?}");
         let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(twice.is_empty(), "ids processed more than once: {twice:?}");
+        assert!(
+            twice.is_empty(),
+            "{} ids processed more than once, first: {:?}",
+            twice.len(),
+            &twice[..twice.len().min(5)]
+        );
         assert_eq!(
             counts.len(),
             want.len(),

@@ -2,13 +2,22 @@
 //!
 //! # Implementation notes
 //!
-//! - One connection per [`SqliteStore`], behind a mutex; every operation runs on
-//!   tokio's blocking threads (`spawn_blocking`), never on the async workers.
-//! - Every operation is one `BEGIN IMMEDIATE` transaction: it takes SQLite's write
-//!   lock at its start, so two processes sharing the file never deadlock on a
-//!   lock upgrade; a writer waits for the lock up to the busy timeout, then the
-//!   operation fails as [`Busy`](StoreErrorKind::Busy) (transient: the job
-//!   retries it with backoff for a bounded time, then fails with a clear error).
+//! - One connection per [`SqliteStore`], behind a mutex, used only on tokio's
+//!   blocking threads (`spawn_blocking`), never on the async workers. (A thread
+//!   of the store's own was tried: tokio's paused test clock cannot see it, so
+//!   time leapt ahead while it worked.)
+//! - **Group commit.** Each operation joins a queue and starts a blocking task;
+//!   the task that gets the connection takes every queued operation (up to 64,
+//!   its own included, or none if another task took it already) and runs them in
+//!   one `BEGIN IMMEDIATE` transaction, each inside its own savepoint (an
+//!   operation that fails is rolled back alone), then commits once and only then
+//!   answers them all. So concurrent workers share a commit,
+//!   and an answered operation is always committed. `BEGIN IMMEDIATE` takes
+//!   SQLite's write lock at its start, so processes sharing the file never
+//!   deadlock on a lock upgrade; a writer waits for the lock up to the busy
+//!   timeout, then its operations fail as [`Busy`](StoreErrorKind::Busy)
+//!   (transient: the job retries with backoff for a bounded time, then fails
+//!   with a clear error).
 //! - Done ranges are deleted and counted in the job's row, so the range table
 //!   holds only open and parked ranges and claims stay cheap however long the job.
 //! - Statements live in `queries.sql` and the schema in `schema.sql`, with a
@@ -32,7 +41,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use rusqlite::types::{Value, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
 
 use super::id::{Id, IdKind, Ids};
 use super::store::{
@@ -77,9 +87,20 @@ pub struct SqliteStore {
 
 struct Inner {
     conn: Mutex<Connection>,
+    queue: Mutex<Vec<Op>>,
     sql: HashMap<&'static str, String>,
     path: PathBuf,
 }
+
+/// An operation for the store's thread: runs inside the open transaction, says
+/// whether it succeeded (else its savepoint is rolled back), and gives the
+/// function that answers its caller once the commit's outcome is known.
+/// Given `Err` when the transaction could not begin: then it only answers.
+type Op = Box<dyn FnOnce(Result<&Tx<'_>, &StoreError>) -> (bool, Answer) + Send>;
+type Answer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// Most operations one transaction takes.
+const GROUP: usize = 64;
 
 /// Options for opening a [`SqliteStore`].
 #[derive(Clone, Debug)]
@@ -150,6 +171,7 @@ impl SqliteStoreBuilder {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
+                queue: Mutex::new(Vec::new()),
                 sql: parse_queries(QUERIES, &self.prefix),
                 path: self.path,
             }),
@@ -182,37 +204,102 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `f` in one immediate transaction on a blocking thread.
+    /// Runs `f` on the store's thread, in a transaction (shared with other
+    /// operations queued at the same time, see the module docs).
     fn transact<T, F>(&self, f: F) -> BoxFuture<'static, Result<T, StoreError>>
     where
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        async move {
-            let what = inner.path.display().to_string();
-            let task = tokio::task::spawn_blocking(move || {
-                let mut conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(|e| sql_error(&what, e))?;
-                let out = f(&Tx {
-                    tx: &tx,
-                    sql: &inner.sql,
-                    what: &what,
-                })?;
-                tx.commit().map_err(|e| sql_error(&what, e))?;
-                Ok(out)
+        let (reply, answer) = oneshot::channel();
+        let op: Op = Box::new(move |tx| {
+            let out = match tx {
+                Ok(tx) => f(tx),
+                Err(e) => Err(StoreError::new(e.kind(), e.to_string())),
+            };
+            let ok = out.is_ok();
+            let answer: Answer = Box::new(move |commit: Option<&StoreError>| {
+                let out = match (out, commit) {
+                    (Ok(_), Some(e)) => Err(StoreError::new(e.kind(), e.to_string())),
+                    (out, _) => out,
+                };
+                let _ = reply.send(out);
             });
-            match task.await {
-                Ok(out) => out,
-                Err(join) => Err(StoreError::new(
+            (ok, answer)
+        });
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(op);
+        let inner = Arc::clone(&self.inner);
+        let worker = tokio::task::spawn_blocking(move || drain(&inner));
+        let what = self.inner.path.display().to_string();
+        async move {
+            let answered = answer.await;
+            // The blocking task has ended by now, or will end at once.
+            drop(worker);
+            answered.unwrap_or_else(|_| {
+                Err(StoreError::new(
                     StoreErrorKind::Other,
-                    format!("sqlite operation did not finish: {join}"),
-                )),
-            }
+                    format!("sqlite store {what}: the operation panicked"),
+                ))
+            })
         }
         .boxed()
+    }
+}
+
+/// On a blocking thread: takes the connection, then the queued operations, and
+/// runs them in one transaction (nothing if another call took them first).
+fn drain(inner: &Inner) {
+    let conn = inner.conn.lock().unwrap_or_else(|e| e.into_inner());
+    let what = inner.path.display().to_string();
+    let tx = Tx {
+        conn: &conn,
+        sql: &inner.sql,
+        what: &what,
+    };
+    loop {
+        let batch: Vec<Op> = {
+            let mut queue = inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let n = queue.len().min(GROUP);
+            queue.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = tx.run("BEGIN IMMEDIATE") {
+            for op in batch {
+                op(Err(&e)).1(None);
+            }
+            continue;
+        }
+        let mut answers = Vec::with_capacity(batch.len());
+        for op in batch {
+            let _ = tx.run("SAVEPOINT op");
+            let run = std::panic::AssertUnwindSafe(|| op(Ok(&tx)));
+            let (ok, answer) = match std::panic::catch_unwind(run) {
+                Ok(done) => done,
+                Err(_) => {
+                    let _ = tx.run("ROLLBACK TO op");
+                    let _ = tx.run("RELEASE op");
+                    continue;
+                }
+            };
+            if !ok {
+                let _ = tx.run("ROLLBACK TO op");
+            }
+            let _ = tx.run("RELEASE op");
+            answers.push(answer);
+        }
+        let commit = tx.run("COMMIT").err();
+        if commit.is_some() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for answer in answers {
+            answer(commit.as_ref());
+        }
     }
 }
 
@@ -287,7 +374,7 @@ fn to_u64(n: i64) -> u64 {
 
 /// A transaction with the store's statements.
 struct Tx<'a> {
-    tx: &'a Transaction<'a>,
+    conn: &'a Connection,
     sql: &'a HashMap<&'static str, String>,
     what: &'a str,
 }
@@ -311,8 +398,17 @@ impl Tx<'_> {
             .sql
             .get(name)
             .unwrap_or_else(|| panic!("queries.sql has no statement {name}"));
-        self.tx
+        self.conn
             .prepare_cached(sql)
+            .map_err(|e| sql_error(self.what, e))
+    }
+
+    /// Runs a statement without parameters or rows (transaction control), cached.
+    fn run(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut st| st.execute([]))
+            .map(drop)
             .map_err(|e| sql_error(self.what, e))
     }
 

@@ -38,8 +38,8 @@ CREATE TABLE IF NOT EXISTS {p}ranges (
     PRIMARY KEY (job, num)
 ) WITHOUT ROWID;
 
-CREATE INDEX IF NOT EXISTS {p}ranges_due ON {p}ranges (job, state, due);
-CREATE INDEX IF NOT EXISTS {p}ranges_owner ON {p}ranges (job, owner, state);
+-- No secondary index: the table holds only open and parked ranges (a few per worker), so a scan
+-- of a job's rows is cheaper than keeping an index up to date at every claim and completion.
 
 CREATE TABLE IF NOT EXISTS {p}failed_ids (
     job           TEXT NOT NULL,

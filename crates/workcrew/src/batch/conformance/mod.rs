@@ -14,6 +14,8 @@
 //! The macro makes one `#[tokio::test]` per rule, so the crate needs `tokio` with
 //! the `macros` and `rt-multi-thread` features among its dev-dependencies.
 
+pub mod multiprocess;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

@@ -1,0 +1,414 @@
+//! Several OS processes sharing one job through one store, as separate machines
+//! would: one is SIGKILLed mid-range, or frozen (SIGSTOP) past its lease.
+//!
+//! A store crate runs these from a test target with `harness = false`, whose
+//! `main` is both the parent and, when started with [`CHILD_FLAG`], a child:
+//!
+//! ```ignore
+//! fn main() {
+//!     let args: Vec<String> = std::env::args().collect();
+//!     let rt = tokio::runtime::Runtime::new().unwrap();
+//!     if args.get(1).map(String::as_str) == Some(CHILD_FLAG) {
+//!         // args[2] is what `command` below passed: here, the store's URL.
+//!         let code = rt.block_on(async {
+//!             let store = MyStore::connect(&args[2]).await.unwrap();
+//!             multiprocess::child(store, &args[3..]).await
+//!         });
+//!         std::process::exit(code);
+//!     }
+//!     let url = url_from_env();
+//!     let command = || {
+//!         let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+//!         c.arg(CHILD_FLAG).arg(&url);
+//!         c
+//!     };
+//!     rt.block_on(async {
+//!         let store = MyStore::connect(&url).await.unwrap();
+//!         let report = multiprocess::kill_one_mid_range(&store, "mp-kill", command, Scenario::default()).await;
+//!         println!("{report}");
+//!     });
+//! }
+//! ```
+//!
+//! Each child runs the job over `0..ids` with a handler that logs `S <range>
+//! <start> <end>` when it starts a range and `D …` when it has processed it, one
+//! `write` per line to its own log file (so a killed process leaves whole
+//! lines), and `F <range>` when the job reports it fenced out. The parent reads
+//! the logs and checks: every id processed at least once (none skipped);
+//! duplicates only inside ranges the killed (or frozen) process had started; the
+//! store counts every id done exactly once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::super::{BatchEvent, BatchJob, Store};
+
+/// The first argument that makes a test binary act as a child.
+pub const CHILD_FLAG: &str = "--workcrew-batch-child";
+
+/// The shape of a multi-process run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The job walks `0..ids`.
+    pub ids: i64,
+    /// Ids per range.
+    pub range_size: u64,
+    /// Processes sharing the job.
+    pub processes: usize,
+    /// Workers per process.
+    pub workers: usize,
+    /// The lease.
+    pub lease: Duration,
+    /// How long the handler takes per range.
+    pub range_time: Duration,
+    /// How long the whole run may take before the test fails.
+    pub deadline: Duration,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            ids: 20_000,
+            range_size: 100,
+            processes: 3,
+            workers: 2,
+            lease: Duration::from_millis(1500),
+            range_time: Duration::from_millis(20),
+            deadline: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What a multi-process run showed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Ids whose processing completed, counting repeats.
+    pub processed: u64,
+    /// Ids processed more than once (each counted once).
+    pub duplicates: u64,
+    /// Ids never processed.
+    pub skipped: u64,
+    /// Ids in the ranges the faulty process had started.
+    pub faulty_started_ids: u64,
+    /// Ranges the job reported fenced out, across all processes.
+    pub fenced_out: u64,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ids processed {} (duplicates {}, skipped {}; the faulty process had started {} ids; fenced out {})",
+            self.processed, self.duplicates, self.skipped, self.faulty_started_ids, self.fenced_out
+        )
+    }
+}
+
+/// The child side: runs the job described by `args` (as the parent passes them)
+/// on `store`; returns the process exit code.
+pub async fn child(store: impl Store, args: &[String]) -> i32 {
+    let get = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    let (job, log) = (get(0).to_owned(), PathBuf::from(get(1)));
+    let num = |i: usize| get(i).parse::<u64>().expect("numeric child argument");
+    let (ids, range_size, workers, lease_ms, range_ms) = (num(2), num(3), num(4), num(5), num(6));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .expect("child log");
+    let file = std::sync::Arc::new(std::sync::Mutex::new(file));
+    let write = {
+        let file = std::sync::Arc::clone(&file);
+        move |line: String| {
+            // One write per line: a killed process leaves only whole lines.
+            let mut f = file.lock().unwrap_or_else(|e| e.into_inner());
+            f.write_all(line.as_bytes()).expect("child log write");
+        }
+    };
+    let handler_write = write.clone();
+    let job = BatchJob::builder(store, job)
+        .span(0..i64::try_from(ids).unwrap_or(i64::MAX))
+        .range_size(range_size)
+        .workers(usize::try_from(workers).unwrap_or(1))
+        .lease(Duration::from_millis(lease_ms))
+        .poll_interval(Duration::from_millis(100))
+        .handler(move |range| {
+            let write = handler_write.clone();
+            async move {
+                let (start, end) = match range.ids() {
+                    super::super::Ids::Span(s, e) => (*s, *e),
+                    other => panic!("a span job got {other}"),
+                };
+                write(format!("S {} {start} {end}\n", range.number()));
+                tokio::time::sleep(Duration::from_millis(range_ms)).await;
+                write(format!("D {} {start} {end}\n", range.number()));
+                Ok::<_, String>(())
+            }
+        })
+        .build()
+        .expect("child job");
+    let mut events = job.events();
+    let fence_write = write.clone();
+    let watcher = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let BatchEvent::FencedOut { range, .. } = event {
+                fence_write(format!("F {range}\n"));
+            }
+        }
+    });
+    let result = job.run().await;
+    drop(job);
+    let _ = watcher.await;
+    match result {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("child: {e}");
+            1
+        }
+    }
+}
+
+/// Several processes run the job; the first is SIGKILLed while it is in the
+/// middle of a range. Panics if any id is skipped, if a duplicate lies outside
+/// the ranges the killed process had started, or if the store does not count
+/// every id done once.
+pub async fn kill_one_mid_range(
+    store: &dyn Store,
+    job: &str,
+    command: impl Fn() -> Command,
+    scenario: Scenario,
+) -> Report {
+    run_faulty(store, job, command, scenario, Fault::Kill).await
+}
+
+/// Several processes run the job; the first is frozen (SIGSTOP) in the middle of
+/// a range for three leases, so the others take its ranges over, then let go
+/// (SIGCONT). Its late work is fenced out; the same checks as
+/// [`kill_one_mid_range`], plus: at least one range was fenced out.
+pub async fn freeze_one_past_its_lease(
+    store: &dyn Store,
+    job: &str,
+    command: impl Fn() -> Command,
+    scenario: Scenario,
+) -> Report {
+    run_faulty(store, job, command, scenario, Fault::Freeze).await
+}
+
+/// The only process running the job is SIGKILLed mid-range (the whole program
+/// dies); a new process then runs the same job again and completes it. Same
+/// checks as [`kill_one_mid_range`]. `scenario.processes` is ignored (one, then
+/// one more).
+pub async fn kill_all_then_rerun(
+    store: &dyn Store,
+    job: &str,
+    command: impl Fn() -> Command,
+    scenario: Scenario,
+) -> Report {
+    let scenario = Scenario {
+        processes: 1,
+        ..scenario
+    };
+    run_faulty(store, job, command, scenario, Fault::KillThenRerun).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Kill,
+    Freeze,
+    KillThenRerun,
+}
+
+/// Kills every child it holds on drop, so a failing check leaves no process.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"))
+        .expect("a child's pid is positive");
+    rustix::process::kill_process(pid, sig).expect("signal a child we started");
+}
+
+async fn run_faulty(
+    store: &dyn Store,
+    job: &str,
+    command: impl Fn() -> Command,
+    s: Scenario,
+    fault: Fault,
+) -> Report {
+    store.reset(job).await.expect("reset the job");
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir =
+        std::env::temp_dir().join(format!("workcrew-mp-{}-{job}-{stamp}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("log dir");
+    let logs: Vec<PathBuf> = (0..s.processes)
+        .map(|i| dir.join(format!("child-{i}.log")))
+        .collect();
+    let mut logs = logs;
+    let start = |log: &Path| {
+        let mut cmd = command();
+        cmd.arg(job)
+            .arg(log)
+            .arg(s.ids.to_string())
+            .arg(s.range_size.to_string())
+            .arg(s.workers.to_string())
+            .arg(s.lease.as_millis().to_string())
+            .arg(s.range_time.as_millis().to_string())
+            .stdin(Stdio::null());
+        cmd.spawn().expect("start a child process")
+    };
+    let mut children = Children(logs.iter().map(|log| start(log)).collect());
+    let deadline = Instant::now() + s.deadline;
+    // Wait until the first child is in the middle of a range (and has done a few).
+    loop {
+        assert!(Instant::now() < deadline, "child 0 never started a range");
+        let lines = read_log(&logs[0]);
+        let done = lines.iter().filter(|l| l.0 == 'D').count();
+        let open = open_ranges(&lines);
+        if done >= 3 && !open.is_empty() {
+            break;
+        }
+        if let Ok(Some(status)) = children.0[0].try_wait() {
+            panic!("child 0 exited ({status}) before it could be faulted");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    match fault {
+        Fault::Kill | Fault::KillThenRerun => {
+            children.0[0].kill().expect("SIGKILL child 0");
+            let status = children.0[0].wait().expect("reap child 0");
+            assert!(!status.success(), "child 0 was killed");
+            if fault == Fault::KillThenRerun {
+                let log = dir.join("rerun.log");
+                children.0.push(start(&log));
+                logs.push(log);
+            }
+        }
+        Fault::Freeze => {
+            signal(&children.0[0], rustix::process::Signal::STOP);
+            tokio::time::sleep(s.lease * 3).await;
+            signal(&children.0[0], rustix::process::Signal::CONT);
+        }
+    }
+    // The others (and a thawed child 0) finish the job.
+    let first = usize::from(fault != Fault::Freeze);
+    for (i, child) in children.0.iter_mut().enumerate().skip(first) {
+        loop {
+            if let Some(status) = child.try_wait().expect("poll a child") {
+                assert!(status.success(), "child {i} failed: {status}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "child {i} did not finish within {:?}",
+                s.deadline
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let report = check(store, job, &logs, &s).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if fault == Fault::Freeze {
+        assert!(
+            report.fenced_out >= 1,
+            "the frozen process's late work was fenced out: {report}"
+        );
+    }
+    report
+}
+
+type Line = (char, u64, i64, i64);
+
+fn read_log(path: &Path) -> Vec<Line> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.split(' ');
+            let kind = parts.next()?.chars().next()?;
+            let range = parts.next()?.parse().ok()?;
+            let start = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let end = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            Some((kind, range, start, end))
+        })
+        .collect()
+}
+
+/// Ranges started and not yet done, per a log.
+fn open_ranges(lines: &[Line]) -> BTreeSet<u64> {
+    let mut open = BTreeSet::new();
+    for (kind, range, ..) in lines {
+        match kind {
+            'S' => {
+                open.insert(*range);
+            }
+            'D' => {
+                open.remove(range);
+            }
+            _ => {}
+        }
+    }
+    open
+}
+
+async fn check(store: &dyn Store, job: &str, logs: &[PathBuf], s: &Scenario) -> Report {
+    let mut count: BTreeMap<i64, u32> = BTreeMap::new();
+    let mut report = Report::default();
+    let faulty: Vec<Line> = read_log(&logs[0]);
+    let faulty_ids: BTreeSet<i64> = faulty
+        .iter()
+        .filter(|l| l.0 == 'S')
+        .flat_map(|l| l.2..l.3)
+        .collect();
+    report.faulty_started_ids = faulty_ids.len() as u64;
+    for log in logs {
+        for (kind, _, start, end) in read_log(log) {
+            match kind {
+                'D' => {
+                    for id in start..end {
+                        *count.entry(id).or_default() += 1;
+                        report.processed += 1;
+                    }
+                }
+                'F' => report.fenced_out += 1,
+                _ => {}
+            }
+        }
+    }
+    let skipped: Vec<i64> = (0..s.ids).filter(|id| !count.contains_key(id)).collect();
+    report.skipped = skipped.len() as u64;
+    let dups: Vec<i64> = count
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    report.duplicates = dups.len() as u64;
+    assert!(skipped.is_empty(), "ids skipped: {skipped:?} ({report})");
+    let stray: Vec<&i64> = dups.iter().filter(|id| !faulty_ids.contains(id)).collect();
+    assert!(
+        stray.is_empty(),
+        "ids run twice outside the faulty process's ranges: {stray:?} ({report})"
+    );
+    let p = store.progress(job).await.expect("progress");
+    assert_eq!(
+        (p.ids_done, p.ranges_claimed, p.ranges_pending, p.ids_uncut),
+        (u64::try_from(s.ids).unwrap_or(0), 0, 0, Some(0)),
+        "the store counts every id done once ({report})"
+    );
+    report
+}
