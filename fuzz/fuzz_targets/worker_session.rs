@@ -10,12 +10,14 @@
 //!
 //! If the input holds a `SHUTDOWN`, the pool side stays open and the worker must end by itself;
 //! otherwise the pool side closes once the worker has had a few turns, and at end of file the
-//! worker may exit without handling what it has not yet handled (`docs/protocol.md` 1).
+//! worker may exit without handling what it has not yet handled (`docs/protocol.md` 1). After
+//! `SHUTDOWN` the worker goes on reading: it answers `PING`s and takes `CANCEL`s, and a call
+//! there is a protocol error (3.8).
 //!
 //! Checked: serving ends without a panic; when it ends well, the worker wrote its `HELLO`, then
 //! only well-formed `RESULT`, `ERROR` and `PONG` frames within `max_frame`, at most one answer per
-//! call and one `PONG` per `PING` read before `SHUTDOWN`; after a `SHUTDOWN`, exactly one of each
-//! (3.3–3.9).
+//! call and one `PONG` per `PING`; after a `SHUTDOWN`, exactly one of each, and no call came after
+//! it (3.3–3.9).
 #![no_main]
 
 use std::io::Write;
@@ -56,32 +58,35 @@ fn worker() -> Worker {
         .build()
 }
 
-/// What the pool sent: ids of the calls and pings before `SHUTDOWN` or the end of the input, and
-/// whether a `SHUTDOWN` came.
+/// What the pool sent: ids of the calls (before `SHUTDOWN`) and pings in the input, whether a
+/// `SHUTDOWN` came, and whether a call came after it.
 struct Sent {
     calls: Vec<u64>,
     pings: Vec<u64>,
     shutdown: bool,
+    call_after_shutdown: bool,
 }
 
 fn sent(wire: &[u8], max_frame: usize) -> Sent {
     let (mut calls, mut pings, mut shutdown) = (Vec::new(), Vec::new(), false);
+    let mut call_after_shutdown = false;
     let mut codec = FrameCodec::new(max_frame);
     let mut buf = BytesMut::from(wire);
     while let Ok(Some(frame)) = codec.decode(&mut buf) {
         match frame.kind {
-            FrameType::Call | FrameType::CallMany | FrameType::CallFds => calls.push(frame.id),
-            FrameType::Ping => pings.push(frame.id),
-            FrameType::Shutdown => {
-                shutdown = true;
+            FrameType::Call | FrameType::CallMany | FrameType::CallFds if shutdown => {
+                call_after_shutdown = true;
                 break;
             }
+            FrameType::Call | FrameType::CallMany | FrameType::CallFds => calls.push(frame.id),
+            FrameType::Ping => pings.push(frame.id),
+            FrameType::Shutdown => shutdown = true,
             _ => {}
         }
     }
     calls.sort_unstable();
     pings.sort_unstable();
-    Sent { calls, pings, shutdown }
+    Sent { calls, pings, shutdown, call_after_shutdown }
 }
 
 /// Whether `part` is a sub-multiset of `all` (both sorted).
@@ -137,6 +142,7 @@ fuzz_target!(|data: &[u8]| {
         // The channel is broken; what the worker wrote before is not checked.
         return;
     }
+    assert!(!sent.call_after_shutdown, "a call after SHUTDOWN was served");
 
     let mut out = BytesMut::from(&out[..]);
     let hello = FrameCodec::new(DEFAULT_MAX_FRAME)
@@ -161,7 +167,7 @@ fuzz_target!(|data: &[u8]| {
     pongs.sort_unstable();
     if sent.shutdown {
         assert_eq!(answers, sent.calls, "one answer per call before SHUTDOWN");
-        assert_eq!(pongs, sent.pings, "one PONG per PING before SHUTDOWN");
+        assert_eq!(pongs, sent.pings, "one PONG per PING, before SHUTDOWN or after");
     } else {
         assert!(within(&answers, &sent.calls), "answers {answers:?} to calls {:?}", sent.calls);
         assert!(within(&pongs, &sent.pings), "PONGs {pongs:?} to PINGs {:?}", sent.pings);

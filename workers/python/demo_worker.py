@@ -2,7 +2,8 @@
 
 Functions: echo, fail, check (fails on a negative number), panic, crash (exits the process), sleep
 (cancellable), spam (prints to stdout and stderr, which must not disturb the channel), pid (the
-worker's process id), hang (ignores cancel), greet_fd (takes descriptors: writes a greeting to each
+worker's process id), hang (ignores cancel), coop (checks workcrew_worker.cancelled() while it
+works), greet_fd (takes descriptors: writes a greeting to each
 passed socket and closes it).
 """
 
@@ -58,6 +59,17 @@ def hang(args, call):
     return "woke"
 
 
+def coop(args, call):
+    """Works for up to `args` seconds in small steps, checking the module-level cancel flag."""
+    import time
+    deadline = time.monotonic() + float(args)
+    while time.monotonic() < deadline:
+        if workcrew_worker.cancelled():
+            raise workcrew_worker.Cancelled()
+        time.sleep(0.005)
+    return "done"
+
+
 def inflight(args, call):
     """Sleeps `args` seconds; returns how many calls this worker held when this one arrived."""
     call.wait_cancelled(float(args))
@@ -79,6 +91,6 @@ def spam(args, call):
 
 if __name__ == "__main__":
     sys.exit(workcrew_worker.serve(
-        {"echo": echo, "fail": fail, "check": check, "greet_fd": greet_fd, "panic": panic, "crash": crash, "sleep": sleep, "spam": spam, "pid": pid, "hang": hang, "inflight": inflight},
+        {"echo": echo, "fail": fail, "check": check, "greet_fd": greet_fd, "panic": panic, "crash": crash, "sleep": sleep, "spam": spam, "pid": pid, "hang": hang, "coop": coop, "inflight": inflight},
         concurrency=int(os.environ.get("DEMO_CONCURRENCY", "4")),
     ))

@@ -6,16 +6,31 @@ Written from ``docs/protocol.md`` (protocol version 1) alone. Usage::
 
     def resize(args, call):
         path, width = args
-        if call.cancelled:          # set when the pool sends CANCEL
-            raise workcrew_worker.Cancelled()
+        for row in range(width):
+            if workcrew_worker.cancelled():   # or call.cancelled: the pool sent CANCEL
+                raise workcrew_worker.Cancelled()
+            ...
         return {"path": path, "width": width}
 
     workcrew_worker.serve({"resize": resize}, concurrency=4)
 
 A function receives the decoded JSON argument and a ``Call`` handle. It returns a
 JSON-serialisable value, raises ``Failed(message, data)`` for an error of its own,
-or ``Cancelled()`` after noticing ``call.cancelled``. Any other exception is
-reported as ``panicked`` and the worker goes on serving.
+or ``Cancelled()`` after noticing the cancel. Any other exception is reported as
+``panicked`` and the worker goes on serving.
+
+Cancellation (``docs/protocol.md``, section 3.6): functions run on threads, which
+cannot be interrupted. When the pool sends ``CANCEL``, the call's ``cancelled``
+flag is set (``call.cancelled``, ``call.wait_cancelled(timeout)``, or
+``workcrew_worker.cancelled()`` from the function's thread), and the call is
+answered ``cancelled`` once the function has returned or raised, never before:
+a cancelled call keeps its slot until then. A function that never looks keeps
+running, and the pool kills the worker after its cancel grace: that is how a
+runaway computation is stopped. A ``CALL_MANY`` chunk stops between items once
+cancelled.
+
+Shutdown: after ``SHUTDOWN`` (or at end of file) the worker reads no more, lets
+the calls it holds finish and answers them, then ``serve`` returns 0.
 
 Batches: the worker announces ``batch: true`` and serves ``CALL_MANY`` chunks with
 the same functions: the function is called on each item in order, on one thread,
@@ -48,6 +63,8 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+_current = threading.local()  # .call: the Call this thread serves
+
 PROTOCOL_VERSION = 1
 HELLO, WELCOME, CALL, RESULT, ERROR, CANCEL, PING, PONG, SHUTDOWN, CALL_MANY, CALL_FDS = range(1, 12)
 _HEADER = struct.Struct(">IBQ")  # length, type, id
@@ -77,6 +94,17 @@ class Cancelled(Exception):
 
 class ProtocolError(Exception):
     """The channel carried something that is not a valid frame."""
+
+
+def current_call():
+    """The ``Call`` this thread serves, or None outside a function."""
+    return getattr(_current, "call", None)
+
+
+def cancelled():
+    """Whether the call this thread serves has been cancelled by the pool (False outside one)."""
+    call = current_call()
+    return call is not None and call.cancelled
 
 
 class Call:
@@ -259,20 +287,35 @@ def serve(functions, concurrency=1, channel_fd=0):
         function = functions[call.function]
         items = args if many else [args]
         values = []
-        for index, item in enumerate(items):
-            # A chunk's error names its first failing item; a single call's has no index.
-            where = (lambda data, i=index: at_item(i, data)) if many else (lambda data: data)
-            try:
-                values.append(function(item, call))
-            except Failed as e:
-                error(answer(call), "failed", str(e), where(e.data))
-                return
-            except Cancelled:
-                error(answer(call), "cancelled", "call %d cancelled" % call.id)
-                return
-            except BaseException as e:  # the function crashed; the worker is fine
-                error(answer(call), "panicked", "%s: %s" % (type(e).__name__, e), where(None))
-                return
+        _current.call = call
+        try:
+            for index, item in enumerate(items):
+                # A chunk's error names its first failing item; a single call's has no index.
+                where = (lambda data, i=index: at_item(i, data)) if many else (lambda data: data)
+                if call.cancelled:
+                    # A chunk stops between items; a call is answered once its function ended.
+                    error(answer(call), "cancelled", "call %d cancelled" % call.id)
+                    return
+                try:
+                    values.append(function(item, call))
+                except Failed as e:
+                    if call.cancelled:
+                        error(answer(call), "cancelled", "call %d cancelled" % call.id)
+                    else:
+                        error(answer(call), "failed", str(e), where(e.data))
+                    return
+                except Cancelled:
+                    error(answer(call), "cancelled", "call %d cancelled" % call.id)
+                    return
+                except BaseException as e:  # the function crashed; the worker is fine
+                    error(answer(call), "panicked", "%s: %s" % (type(e).__name__, e), where(None))
+                    return
+        finally:
+            _current.call = None
+        if call.cancelled:
+            # Cancelled while it ran: it has ended now, so the cancel is answered.
+            error(answer(call), "cancelled", "call %d cancelled" % call.id)
+            return
         value = values if many else values[0]
         try:
             body = json.dumps(value, separators=(",", ":")).encode("utf-8")

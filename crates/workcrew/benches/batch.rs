@@ -98,6 +98,63 @@ fn figures(rt: &tokio::runtime::Runtime, runs: usize) {
     }
 }
 
+/// Raw store round trips: `tasks` tasks each loop on one step that finishes the
+/// previous range and claims the next, with no engine around it.
+fn steps_per_s(rt: &tokio::runtime::Runtime, tasks: usize) -> f64 {
+    use std::sync::Arc;
+    use workcrew::batch::{Finish, FinishOutcome, JobSpec, SourceSpec, Step, Store};
+    let path = fresh_path();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).expect("open"));
+    let steps = 20_000usize;
+    let rate = rt.block_on(async {
+        let spec = JobSpec {
+            name: "steps".into(),
+            source: SourceSpec::Span {
+                start: 0,
+                end: i64::MAX,
+                size: 100,
+            },
+        };
+        store.open(&spec).await.expect("open job");
+        let started = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for t in 0..tasks {
+            let store = Arc::clone(&store);
+            set.spawn(async move {
+                let mut finish = Vec::new();
+                for _ in 0..steps / tasks {
+                    let reply = store
+                        .step(
+                            "steps",
+                            Step {
+                                owner: format!("t{t}"),
+                                now: 0,
+                                lease_ms: 60_000,
+                                finish: std::mem::take(&mut finish),
+                                claim: 1,
+                                at_most_once: false,
+                            },
+                        )
+                        .await
+                        .expect("step");
+                    for l in reply.claimed {
+                        finish.push(Finish {
+                            range: l.range,
+                            fence: l.fence,
+                            outcome: FinishOutcome::Done { failed: vec![] },
+                        });
+                    }
+                }
+            });
+        }
+        while set.join_next().await.is_some() {}
+        steps as f64 / started.elapsed().as_secs_f64()
+    });
+    drop(store);
+    remove(&path);
+    rate
+}
+
 fn main() {
     let rt = runtime();
     // `cargo bench` passes `--bench`; `-- --figures` skips criterion's part.
@@ -110,4 +167,10 @@ fn main() {
     }
     // Under `cargo test --benches`, one run of each to prove the bench works.
     figures(&rt, if benchmarking { 5 } else { 1 });
+    for tasks in [1, 2] {
+        println!(
+            "figure sqlite_steps_per_s_{tasks}_tasks {:.0} steps/s",
+            steps_per_s(&rt, tasks)
+        );
+    }
 }

@@ -24,9 +24,18 @@
 //! - `startup_ms`: from `build()` (2 workers) to the first answered call.
 //! - `cpu_efficiency`: 200 calls of ~10 ms of CPU work on 1 worker, divided by 2 times the same
 //!   on 2 workers (workers announcing concurrency 1, which the pool respects).
+//! - `node_worker_calls_per_s`: the echo figure with 2 Node.js workers (`workers/node/serve.js`
+//!   serving `benches/node_echo.js`, a synchronous echo; JSON payloads) announcing a concurrency
+//!   of 1024 like the Rust workers, median of 5 bursts of 100,000 calls after a warm-up one;
+//!   `ratio node_worker/piscina` divides it by piscina's 32,357 calls/s on this machine (a
+//!   constant from issue 9, not measured by this bench: piscina is an npm package). Also
+//!   `node_worker_c1_calls_per_s`, the same with the worker's default concurrency of 1 (one
+//!   call per worker at a time, so each call is a round trip). Without `node` on `PATH` the
+//!   bench prints one `skip` line instead.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,6 +46,11 @@ use workcrew::worker::Worker;
 
 /// In a child process: `worker` serves the protocol, `raw` echoes raw 16-byte frames.
 const MODE_ENV: &str = "WORKCREW_BENCH_PROCESS_MODE";
+
+/// piscina's echo throughput on this machine, in calls per second: the figure given in issue 9
+/// for the Node.js worker pool the seeds' users would otherwise pick. A constant: piscina is an
+/// npm package, and this repository installs none.
+const PISCINA_CALLS_PER_S: f64 = 32_357.0;
 
 fn spin(ms: u64) -> u64 {
     let end = Instant::now() + Duration::from_millis(ms);
@@ -223,6 +237,42 @@ async fn pool(workers: usize, mode: &str) -> ProcessPool {
         .expect("bench workers start")
 }
 
+/// The real `node` executable, or why there is none.
+fn node() -> Result<PathBuf, String> {
+    let out = Command::new("node")
+        .args(["-p", "process.execPath"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("node -p failed: {}", out.status));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// Two Node.js workers serving `benches/node_echo.js`, each announcing `concurrency`.
+async fn node_pool(node: &std::path::Path, concurrency: u32) -> ProcessPool {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    ProcessPool::builder(node)
+        .arg(root.join("../../workers/node/serve.js"))
+        .arg(root.join("benches/node_echo.js"))
+        .env("WORKCREW_NODE_CONCURRENCY", concurrency.to_string())
+        .workers(2)
+        .build()
+        .await
+        .expect("node workers start")
+}
+
+/// Echo calls per second: the median of 5 bursts of `calls`, after one to warm up.
+async fn echo_calls_per_s(p: &ProcessPool, calls: u64) -> f64 {
+    echo_burst(p, calls).await;
+    let mut bursts = Vec::new();
+    for _ in 0..5 {
+        bursts.push(echo_burst(p, calls).await);
+    }
+    bursts.sort();
+    calls as f64 / bursts[2].as_secs_f64()
+}
+
 fn main() {
     match std::env::var(MODE_ENV).as_deref() {
         // Async echo may run many calls at once: a deep pipeline per worker.
@@ -259,14 +309,7 @@ fn main() {
 
         // Throughput: all calls issued at once, answers taken as they come;
         // the median of 5 bursts, after one to warm up (as criterion does).
-        echo_burst(&p, calls).await;
-        let mut bursts = Vec::new();
-        for _ in 0..5 {
-            bursts.push(echo_burst(&p, calls).await);
-        }
-        bursts.sort();
-        let elapsed = bursts[2];
-        let calls_per_s = calls as f64 / elapsed.as_secs_f64();
+        let calls_per_s = echo_calls_per_s(&p, calls).await;
 
         // Batched map: results in order.
         let t = Instant::now();
@@ -302,6 +345,20 @@ fn main() {
         let t2 = t.elapsed();
         two.stop().await;
 
+        // The same echo burst with Node.js workers, deep and one call at a time.
+        let node_figures = match node() {
+            Ok(node) => {
+                let mut figures = Vec::new();
+                for concurrency in [1024, 1] {
+                    let p = node_pool(&node, concurrency).await;
+                    figures.push(echo_calls_per_s(&p, calls).await);
+                    p.stop().await;
+                }
+                Ok(figures)
+            }
+            Err(e) => Err(e),
+        };
+
         if benchmarking {
             println!("figure echo_calls_per_s {calls_per_s:.0} calls/s");
             println!("figure call_p50_us {:.1} us", p50.as_secs_f64() * 1e6);
@@ -325,6 +382,20 @@ fn main() {
                 "ratio cpu_efficiency {:.3}",
                 t1.as_secs_f64() / (2.0 * t2.as_secs_f64())
             );
+            match node_figures {
+                Ok(figures) => {
+                    println!("figure node_worker_calls_per_s {:.0} calls/s", figures[0]);
+                    println!(
+                        "ratio node_worker/piscina {:.2}",
+                        figures[0] / PISCINA_CALLS_PER_S
+                    );
+                    println!(
+                        "figure node_worker_c1_calls_per_s {:.0} calls/s",
+                        figures[1]
+                    );
+                }
+                Err(e) => println!("skip node_worker_calls_per_s: no node on PATH ({e})"),
+            }
         }
     });
 }

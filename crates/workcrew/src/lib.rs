@@ -34,3 +34,8 @@ pub mod protocol;
 pub mod task;
 mod wait;
 pub mod worker;
+
+/// The cancellation token taken by every part of workcrew: a task's, a call's
+/// ([`process::CallOptions::token`]) and a pipeline's. Re-exported from `tokio-util`, so a user
+/// needs no extra dependency.
+pub use tokio_util::sync::CancellationToken;

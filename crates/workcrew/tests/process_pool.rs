@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use workcrew::process::{CallError, ProcessPool, StartError};
+use workcrew::process::{CallError, ExitReason, ProcessExit, ProcessPool, StartError};
 
 mod support;
 use support::processes::{all_gone, replacement};
@@ -99,7 +99,10 @@ async fn a_crash_fails_only_its_call_and_names_the_exit_code() {
         pool.call::<_, String>("echo", "alive")
     );
     match crashed {
-        Err(CallError::WorkerLost { exit, .. }) => assert_eq!(exit, "exit code 3"),
+        Err(CallError::WorkerLost { reason, status, .. }) => {
+            assert_eq!(reason, ExitReason::Ended(ProcessExit::Code(3)));
+            assert_eq!(status, ProcessExit::Code(3));
+        }
         other => panic!("expected WorkerLost, got {other:?}"),
     }
     assert_eq!(other.unwrap(), "alive");
@@ -307,7 +310,17 @@ async fn a_worker_that_stops_answering_heartbeats_is_killed_and_replaced() {
         .expect("the call ends")
         .unwrap()
         .unwrap_err();
-    assert!(err.is_worker_lost(), "got {err:?}");
+    assert!(
+        matches!(
+            &err,
+            CallError::WorkerLost {
+                reason: ExitReason::HeartbeatMissed,
+                status: ProcessExit::Signal(9),
+                ..
+            }
+        ),
+        "got {err:?}"
+    );
     assert!(
         all_gone(&before).await,
         "the hung worker is killed and reaped"
@@ -446,8 +459,14 @@ async fn a_worker_killed_for_an_ignored_cancel_first_finishes_its_other_calls() 
             ProcessEvent::Recycled { reason, .. } => {
                 retired = reason == RecycleReason::Unresponsive;
             }
-            ProcessEvent::Exited { lost_calls, .. } => {
+            ProcessEvent::Exited {
+                lost_calls, reason, ..
+            } => {
                 assert_eq!(lost_calls, 1, "only the hung call was held at the kill");
+                assert!(
+                    matches!(reason, ExitReason::CancelIgnored { .. }),
+                    "{reason:?}"
+                );
                 break;
             }
             _ => {}
@@ -499,4 +518,75 @@ async fn events_start_with_the_live_workers_and_end_after_stop() {
     assert!(pids.iter().all(|p| exited.contains(p)));
     assert_eq!(rest.last(), Some(&ProcessEvent::Stopped));
     assert!(all_gone(&pids).await);
+}
+
+/// `try_call_with` takes options like `call_with`: a full queue fails at once with
+/// `QueueFull`, a fired token with `Cancelled` (the call never routed), a timeout applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_call_with_takes_options_and_fails_at_once_on_a_full_queue() {
+    use workcrew::process::CallOptions;
+    use workcrew::CancellationToken;
+    let pool = ProcessPool::builder("python3")
+        .arg(demo_worker())
+        .env("DEMO_CONCURRENCY", "1")
+        .workers(1)
+        .queue_capacity(1)
+        .build()
+        .await
+        .unwrap();
+    let quick = CallOptions::new().timeout(Duration::from_millis(200));
+    // A timeout applies: the call runs longer and fails with `TimedOut`.
+    let err = pool
+        .try_call_with::<_, String>("sleep", &5, &quick)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    let running = tokio::spawn(pool.call_owned::<_, String>("sleep", 1.0));
+    let queued = tokio::spawn(pool.call_owned::<_, String>("echo", "queued"));
+    for _ in 0..400 {
+        let s = pool.stats();
+        if s.busy == 1 && s.queued == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let full = pool
+        .try_call_with::<_, String>("echo", "x", &CallOptions::new())
+        .await;
+    assert!(matches!(full, Err(CallError::QueueFull)), "{full:?}");
+    let token = CancellationToken::new();
+    token.cancel();
+    let fired = pool
+        .try_call_with::<_, String>("echo", "x", &CallOptions::new().token(token))
+        .await;
+    assert!(
+        matches!(fired, Err(CallError::Cancelled { .. })),
+        "{fired:?}"
+    );
+    assert_eq!(running.await.unwrap().unwrap(), "slept");
+    assert_eq!(queued.await.unwrap().unwrap(), "queued");
+    let pids = pool.worker_pids();
+    pool.stop().await;
+    assert!(all_gone(&pids).await);
+}
+
+/// The pool's handle, its call futures (borrowing and owning) and its errors can cross
+/// threads; the owning future is `'static`, so it can be spawned.
+#[test]
+fn handles_futures_and_errors_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn spawnable<F: std::future::Future + Send + 'static>(_: F) {}
+    fn send<F: std::future::Future + Send>(_: F) {}
+    send_sync::<ProcessPool>();
+    send_sync::<CallError>();
+    send_sync::<workcrew::process::ExitReason>();
+    send_sync::<workcrew::process::ProcessPoolStats>();
+    // Never called: only the futures' types matter.
+    fn check(pool: &ProcessPool) {
+        spawnable(pool.call_owned::<_, u64>("f", 1u64));
+        send(pool.call::<_, u64>("f", &1u64));
+        send(pool.try_call_with::<_, u64>("f", &1u64, &workcrew::process::CallOptions::new()));
+        send(pool.stop_with(Duration::ZERO));
+    }
+    let _ = check;
 }

@@ -40,8 +40,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use workcrew::process::{
-    CallError, CallOptions, ProcessEvent, ProcessPool, ProcessPoolBuilder, RecycleReason, Routing,
-    StartError, WorkerCommand,
+    CallError, CallOptions, ExitReason, ProcessEvent, ProcessExit, ProcessPool, ProcessPoolBuilder,
+    RecycleReason, Routing, StartError, WorkerCommand,
 };
 
 mod support;
@@ -625,7 +625,9 @@ async fn an_idle_worker_is_reaped_soon_after_its_idle_timeout() {
         .env("TEST_CONCURRENCY", "1"))
     .await;
     let pool = &run.pool;
-    let served: Vec<u32> = join_all((0..2).map(|_| pool.call::<_, u32>("pid", &0.3)))
+    // Calls long enough for a second worker to start while the first call runs, even on a
+    // loaded machine (a Python start can take a few hundred milliseconds then).
+    let served: Vec<u32> = join_all((0..2).map(|_| pool.call::<_, u32>("pid", &1.5)))
         .await
         .into_iter()
         .map(Result::unwrap)
@@ -833,7 +835,9 @@ async fn a_call_allowing_retries_is_sent_again_when_its_worker_dies_and_others_f
         .await
         .unwrap_err();
     match &err {
-        CallError::WorkerLost { exit, .. } => assert_eq!(exit, "exit code 7"),
+        CallError::WorkerLost { reason, .. } => {
+            assert_eq!(*reason, ExitReason::Ended(ProcessExit::Code(7)))
+        }
         other => panic!("expected WorkerLost, got {other:?}"),
     }
     assert!(marker.exists(), "the call ran");
@@ -849,7 +853,9 @@ async fn a_call_allowing_retries_is_sent_again_when_its_worker_dies_and_others_f
     .await
     .unwrap_err();
     match &err {
-        CallError::WorkerLost { exit, .. } => assert_eq!(exit, "exit code 9"),
+        CallError::WorkerLost { reason, .. } => {
+            assert_eq!(*reason, ExitReason::Ended(ProcessExit::Code(9)))
+        }
         other => panic!("expected WorkerLost, got {other:?}"),
     }
     assert_eq!(pool.stats().retried, 2);
@@ -902,7 +908,13 @@ async fn retry_function_on_the_builder_retries_that_function_unless_a_call_says_
     .await
     .unwrap_err();
     assert!(
-        matches!(&err, CallError::WorkerLost { exit, .. } if exit == "exit code 7"),
+        matches!(
+            &err,
+            CallError::WorkerLost {
+                status: ProcessExit::Code(7),
+                ..
+            }
+        ),
         "got {err:?}"
     );
     assert_eq!(pool.stats().retried, 1);
@@ -933,9 +945,9 @@ async fn calls_queued_when_the_only_worker_crashes_run_on_its_replacement() {
 
     let (err, _) = settle(crash).await;
     match err.unwrap_err() {
-        CallError::WorkerLost { pid, exit, .. } => {
+        CallError::WorkerLost { pid, reason, .. } => {
             assert_eq!(pid, run.first[0]);
-            assert_eq!(exit, "exit code 3");
+            assert_eq!(reason, ExitReason::Ended(ProcessExit::Code(3)));
         }
         other => panic!("expected WorkerLost, got {other:?}"),
     }
@@ -1100,7 +1112,7 @@ async fn reload_lets_calls_in_flight_finish_and_switches_to_the_new_command() {
     for p in &old {
         assert!(
             rec.count(|e| matches!(e, ProcessEvent::Recycled { pid, reason: RecycleReason::Reload, .. } if pid == p)) == 1
-                && rec.count(|e| matches!(e, ProcessEvent::Exited { pid, expected: true, lost_calls: 0, .. } if pid == p)) == 1,
+                && rec.count(|e| matches!(e, ProcessEvent::Exited { pid, expected: true, lost_calls: 0, reason: ExitReason::Recycled(RecycleReason::Reload), status: ProcessExit::Code(0), .. } if pid == p)) == 1,
             "{}",
             rec.dump()
         );
@@ -1258,7 +1270,15 @@ async fn stop_kills_a_worker_that_ignores_shutdown_and_sigterm() {
     );
     let rec = run.finish().await;
     assert_eq!(
-        rec.count(|e| matches!(e, ProcessEvent::Exited { status, expected: true, .. } if status == "killed by signal 9")),
+        rec.count(|e| matches!(
+            e,
+            ProcessEvent::Exited {
+                status: ProcessExit::Signal(9),
+                reason: ExitReason::Stopped,
+                expected: true,
+                ..
+            }
+        )),
         1,
         "{}",
         rec.dump()
@@ -1312,11 +1332,14 @@ async fn a_worker_past_its_cpu_time_limit_is_killed_and_replaced() {
         .await
         .unwrap_err();
     match &err {
-        CallError::WorkerLost { pid, exit, .. } => {
+        CallError::WorkerLost { pid, reason, .. } => {
             assert_eq!(*pid, run.first[0]);
             assert!(
-                exit == "killed by signal 24" || exit == "killed by signal 9",
-                "SIGXCPU or SIGKILL, got {exit:?}"
+                matches!(
+                    reason,
+                    ExitReason::Ended(ProcessExit::Signal(24) | ProcessExit::Signal(9))
+                ),
+                "SIGXCPU or SIGKILL, got {reason:?}"
             );
         }
         other => panic!("expected WorkerLost, got {other:?}"),
@@ -1368,9 +1391,18 @@ async fn garbage_on_the_channel_kills_the_worker_fails_its_call_and_replaces_it(
     .await
     .unwrap_err();
     match &err {
-        CallError::WorkerLost { pid, exit, .. } => {
+        CallError::WorkerLost {
+            pid,
+            reason,
+            status,
+            ..
+        } => {
             assert_eq!(*pid, run.first[0]);
-            assert_eq!(exit, "killed by signal 9");
+            assert_eq!(*status, ProcessExit::Signal(9));
+            assert!(
+                matches!(reason, ExitReason::ProtocolViolation { .. }),
+                "{reason:?}"
+            );
         }
         other => panic!("expected WorkerLost, got {other:?}"),
     }

@@ -18,7 +18,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use workcrew::process::{
-    CallError, ProcessEvent, ProcessPool, ProcessPoolBuilder, RecycleReason, StartError,
+    CallError, ExitReason, ProcessEvent, ProcessExit, ProcessPool, ProcessPoolBuilder,
+    RecycleReason, StartError,
 };
 
 mod support;
@@ -208,8 +209,8 @@ async fn a_crash_fails_only_its_call_with_the_exit_code_and_the_worker_is_replac
     );
     let survivor = other.unwrap();
     match crashed {
-        Err(CallError::WorkerLost { pid, exit, .. }) => {
-            assert_eq!(exit, "exit code 5");
+        Err(CallError::WorkerLost { pid, reason, .. }) => {
+            assert_eq!(reason, ExitReason::Ended(ProcessExit::Code(5)));
             assert!(before.contains(&pid) && before.contains(&survivor));
             assert_ne!(pid, survivor, "the crash took only its own worker");
         }
@@ -227,8 +228,9 @@ async fn an_abort_is_worker_lost_naming_signal_6() {
     let pool = pool(1).await;
     let before = pool.worker_pids();
     match pool.call::<_, ()>("abort", &()).await {
-        Err(CallError::WorkerLost { exit, .. }) => {
-            assert!(exit.contains("signal 6"), "{exit:?}")
+        Err(CallError::WorkerLost { reason, status, .. }) => {
+            assert_eq!(reason, ExitReason::Ended(ProcessExit::Signal(6)));
+            assert_eq!(status, ProcessExit::Signal(6));
         }
         other => panic!("expected WorkerLost, got {other:?}"),
     }
@@ -269,13 +271,16 @@ async fn a_wedged_worker_times_out_and_is_killed_and_replaced() {
     stop_and_reap(pool, &before).await;
 }
 
-/// `hang` is a sync function that never returns. The SDK cannot stop its thread, so it answers
-/// `cancelled` at once (documented in `worker/mod.rs`): the call times out, and the worker is
-/// not killed; it keeps serving, and still stops when the pool does.
+/// `hang` is a sync function that never returns and ignores its cancellation. The SDK cannot
+/// stop its thread, so it does not answer the `CANCEL` (the function has not ended): the call
+/// times out, the worker finishes its other call, then is killed after the cancel grace and
+/// replaced. It never runs more calls than its concurrency (1 here): the call sent after the
+/// timeout goes to the replacement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_sync_call_times_out_and_the_same_worker_keeps_serving() {
+async fn a_hung_sync_call_times_out_and_its_worker_is_killed_and_replaced() {
     let pool = worker()
         .workers(1)
+        .env("WORKCREW_DEMO_CONCURRENCY", "2")
         .call_timeout(Duration::from_millis(200))
         .cancel_grace(Duration::from_millis(200))
         .build()
@@ -289,9 +294,39 @@ async fn a_hung_sync_call_times_out_and_the_same_worker_keeps_serving() {
     let err = hung.unwrap_err();
     assert!(err.is_timeout(), "got {err:?}");
     assert_eq!(other.unwrap(), 50);
+    assert!(
+        all_gone(&before).await,
+        "the worker running the runaway call is killed"
+    );
+    let pid: u32 = pool.call("pid", &0u64).await.unwrap();
+    assert!(!before.contains(&pid), "a new worker serves");
+    stop_and_reap(pool, &before).await;
+}
+
+/// `coop` is a sync function that sees its cancel and returns: a call cancelled by its token
+/// is answered, so the worker is not killed; past the cancel grace the same worker serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_call_that_sees_its_cancel_keeps_its_worker() {
+    let pool = worker()
+        .workers(1)
+        .cancel_grace(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let before = pool.worker_pids();
+    let token = workcrew::CancellationToken::new();
+    let options = workcrew::process::CallOptions::new().token(token.clone());
+    let call = tokio::spawn(pool.call_owned_with::<_, u64>("coop", 60_000u64, options));
+    while pool.stats().busy == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    token.cancel();
+    let err = call.await.unwrap().unwrap_err();
+    assert!(err.is_cancelled(), "got {err:?}");
     tokio::time::sleep(Duration::from_millis(400)).await; // past the cancel grace
     let pid: u32 = pool.call("pid", &0u64).await.unwrap();
-    assert_eq!(vec![pid], before);
+    assert_eq!(vec![pid], before, "no kill: the function ended");
+    assert_eq!(pool.stats().crashed, 0);
     stop_and_reap(pool, &before).await;
 }
 
@@ -624,8 +659,11 @@ async fn an_allocation_past_the_address_space_limit_loses_only_that_worker() {
     let before = pool.worker_pids();
     assert_eq!(add(&pool, 1, 1).await, 2);
     match pool.call::<_, u64>("alloc", &1024u64).await {
-        Err(CallError::WorkerLost { exit, .. }) => {
-            assert!(exit.contains("signal"), "{exit:?}")
+        Err(CallError::WorkerLost { reason, .. }) => {
+            assert!(
+                matches!(reason, ExitReason::Ended(ProcessExit::Signal(_))),
+                "{reason:?}"
+            )
         }
         Err(CallError::Panicked { .. }) => {}
         other => panic!("expected WorkerLost or Panicked, got {other:?}"),
@@ -644,9 +682,12 @@ async fn a_worker_past_its_cpu_time_limit_is_lost_naming_the_signal() {
     // `spin` counts wall-clock time: 30 s of it is over 1 s of CPU time even on a loaded
     // machine; unloaded, the worker is killed after about 1 s.
     match pool.call::<_, u64>("spin", &30_000u64).await {
-        Err(CallError::WorkerLost { exit, .. }) => assert!(
-            exit.contains("signal 24") || exit.contains("signal 9"),
-            "{exit:?}"
+        Err(CallError::WorkerLost { reason, .. }) => assert!(
+            matches!(
+                reason,
+                ExitReason::Ended(ProcessExit::Signal(24) | ProcessExit::Signal(9))
+            ),
+            "{reason:?}"
         ),
         other => panic!("expected WorkerLost, got {other:?}"),
     }

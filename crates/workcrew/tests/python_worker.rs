@@ -207,6 +207,64 @@ async fn cancel_stops_a_running_call() {
     }
 }
 
+/// A function that ignores its cancel (`hang`, a sleep) keeps its call unanswered until it
+/// returns: the worker answers `cancelled` only once the function has ended (protocol 3.6).
+#[tokio::test]
+async fn a_cancelled_call_is_answered_only_once_its_function_has_ended() {
+    let mut w = start().await;
+    w.call(1, "hang", serde_json::json!(1.0)).await;
+    w.send(Message::Cancel { id: 1 }).await;
+    for nonce in [1, 2] {
+        w.send(Message::Ping { nonce }).await;
+        assert_eq!(
+            w.recv().await,
+            Some(Message::Pong { nonce }),
+            "no answer yet"
+        );
+    }
+    let started = std::time::Instant::now();
+    match w.recv().await {
+        Some(Message::Error { id: 1, error }) => assert_eq!(error.kind, ErrorKind::Cancelled),
+        other => panic!("expected the cancelled error, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() > Duration::from_millis(300),
+        "answered while the function still slept"
+    );
+}
+
+/// `workcrew_worker.cancelled()` tells a function on its thread that its call was cancelled; a
+/// cancelled chunk stops between items.
+#[tokio::test]
+async fn a_function_sees_its_cancel_through_the_module_and_a_chunk_stops_between_items() {
+    let mut w = start().await;
+    w.call(1, "coop", serde_json::json!(60)).await;
+    w.send(Message::Ping { nonce: 1 }).await;
+    assert_eq!(w.recv().await, Some(Message::Pong { nonce: 1 }));
+    w.send(Message::Cancel { id: 1 }).await;
+    match w.recv().await {
+        Some(Message::Error { id: 1, error }) => assert_eq!(error.kind, ErrorKind::Cancelled),
+        other => panic!("expected the cancelled error, got {other:?}"),
+    }
+    // 100 items of 0.2 s: 20 s if it ran them all.
+    let payload = Encoding::Json.encode(&vec![0.2; 100]).unwrap();
+    w.send(Message::CallMany {
+        id: 2,
+        function: "hang".into(),
+        payload,
+    })
+    .await;
+    w.send(Message::Ping { nonce: 2 }).await;
+    assert_eq!(w.recv().await, Some(Message::Pong { nonce: 2 }));
+    let started = std::time::Instant::now();
+    w.send(Message::Cancel { id: 2 }).await;
+    match w.recv().await {
+        Some(Message::Error { id: 2, error }) => assert_eq!(error.kind, ErrorKind::Cancelled),
+        other => panic!("expected the cancelled chunk, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
 #[tokio::test]
 async fn printing_does_not_disturb_the_channel() {
     let mut w = start().await;

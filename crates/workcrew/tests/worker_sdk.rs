@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +17,11 @@ use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 use workcrew::protocol::{send_with_fds, Encoding, ErrorKind, FrameCodec, Message, Welcome};
-use workcrew::worker::{ServeError, Worker};
+use workcrew::worker::{CallContext, ServeError, Worker};
+
+/// Set by the task `handover` hands its call's context to, once it sees the cancel.
+static HANDED_OVER_SAW_CANCEL: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 const GUARD: Duration = Duration::from_secs(20);
 
@@ -65,6 +70,54 @@ fn check(n: i64) -> Result<i64, String> {
     }
 }
 
+/// A gate a sync function waits at until the test opens it; it knows whether someone is inside.
+struct Gate {
+    state: Mutex<(bool, usize)>,
+    changed: Condvar,
+}
+
+static GATE: Gate = Gate {
+    state: Mutex::new((false, 0)),
+    changed: Condvar::new(),
+};
+
+impl Gate {
+    /// Waits (on the caller's thread) until the gate is open.
+    fn pass(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.1 += 1;
+        self.changed.notify_all();
+        while !st.0 {
+            st = self.changed.wait(st).unwrap();
+        }
+        st.1 -= 1;
+        self.changed.notify_all();
+    }
+
+    fn inside(&self) -> usize {
+        self.state.lock().unwrap().1
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().0 = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits (bounded) until `n` are inside.
+    async fn wait_inside(&self, n: usize) {
+        for _ in 0..2000 {
+            if self.inside() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!(
+            "{n} calls never waited at the gate (inside: {})",
+            self.inside()
+        );
+    }
+}
+
 fn demo() -> Worker {
     Worker::builder()
         .function("add", |(a, b): (i64, i64)| Ok::<_, String>(a + b))
@@ -95,6 +148,35 @@ fn demo() -> Worker {
             |n: usize| async move { Ok::<_, String>("x".repeat(n)) },
         )
         .function("check", check)
+        .function("coop", |(): ()| {
+            // Checks its cancel in a loop, as a long computation would.
+            let until = std::time::Instant::now() + GUARD;
+            while std::time::Instant::now() < until {
+                if workcrew::worker::is_cancelled() {
+                    return Err("noticed the cancel".to_owned());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(())
+        })
+        .async_function("handover", |(): ()| async move {
+            // Hands its context to a task of its own, then waits forever: only the task sees
+            // the cancel, as the call's own future is dropped.
+            let call = CallContext::current().expect("polled as a call");
+            tokio::spawn(async move {
+                call.cancelled().await;
+                HANDED_OVER_SAW_CANCEL.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            std::future::pending::<Result<(), String>>().await
+        })
+        .function("slow_item", |ms: u64| {
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok::<_, String>(ms)
+        })
+        .function("gate", |(): ()| {
+            GATE.pass();
+            Ok::<_, String>("opened")
+        })
         .function_with_fds("greet_fd", |name: String, fds: Vec<OwnedFd>| {
             let n = fds.len();
             for fd in fds {
@@ -140,12 +222,16 @@ async fn start(offered: &[Encoding]) -> Pool {
             "big",
             "block",
             "check",
+            "coop",
             "echo",
             "fail",
+            "gate",
             "greet",
             "greet_fd",
+            "handover",
             "panic",
-            "sleep"
+            "sleep",
+            "slow_item"
         ]
     );
     assert!(hello.batch, "the SDK serves CALL_MANY");
@@ -240,6 +326,125 @@ async fn cancel_heartbeat_and_shutdown_with_calls_in_flight() {
         p.recv().await,
         Some(Message::Result { id: 2, .. })
     ));
+    assert!(p.recv().await.is_none());
+    p.worker.await.unwrap().expect("clean shutdown");
+}
+
+/// A cancelled sync call is answered only once its function has returned: the SDK cannot stop
+/// a blocking thread, so it must not pretend it did (the pool then kills a worker whose
+/// function ignores the cancel, instead of sending it more calls than its concurrency).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_sync_call_is_answered_only_once_its_function_has_returned() {
+    /// Opens the gate however the test ends: a blocking thread left waiting would hold up the
+    /// runtime's shutdown for good.
+    struct OpenOnDrop;
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            GATE.open();
+        }
+    }
+    let _open = OpenOnDrop;
+    let mut p = start(&[Encoding::Json]).await;
+    p.call(1, "gate", ()).await;
+    GATE.wait_inside(1).await;
+    p.send(Message::Cancel { id: 1 }).await;
+    // Two heartbeats, one after the other is answered: nothing answers call 1 meanwhile, as its
+    // function still runs.
+    for nonce in [5, 6] {
+        p.send(Message::Ping { nonce }).await;
+        assert_eq!(p.recv().await, Some(Message::Pong { nonce }));
+    }
+    assert_eq!(GATE.inside(), 1, "the function still runs");
+    GATE.open();
+    match p.recv().await {
+        Some(Message::Error { id: 1, error }) => assert_eq!(error.kind, ErrorKind::Cancelled),
+        other => panic!("expected call 1 answered cancelled, got {other:?}"),
+    }
+    assert_eq!(GATE.inside(), 0);
+    p.send(Message::Shutdown).await;
+    assert!(p.recv().await.is_none());
+    p.worker.await.unwrap().expect("clean shutdown");
+}
+
+/// A sync function that checks `is_cancelled()` returns early, and its call is answered
+/// `cancelled`; outside a call there is nothing to cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_function_sees_its_cancel_and_returns_early() {
+    assert!(!workcrew::worker::is_cancelled());
+    assert!(CallContext::current().is_none());
+    let mut p = start(&[Encoding::Json]).await;
+    p.call(1, "coop", ()).await;
+    p.send(Message::Ping { nonce: 1 }).await;
+    assert_eq!(p.recv().await, Some(Message::Pong { nonce: 1 }));
+    p.send(Message::Cancel { id: 1 }).await;
+    match p.recv().await {
+        Some(Message::Error { id: 1, error }) => assert_eq!(error.kind, ErrorKind::Cancelled),
+        other => panic!("expected call 1 answered cancelled, got {other:?}"),
+    }
+    p.send(Message::Shutdown).await;
+    assert!(p.recv().await.is_none());
+    p.worker.await.unwrap().expect("clean shutdown");
+}
+
+/// An async call is dropped when cancelled (answered at once), and a task it handed its
+/// `CallContext` to sees the cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_call_s_context_tells_the_work_it_handed_over() {
+    let mut p = start(&[Encoding::Json]).await;
+    p.call(1, "handover", ()).await;
+    p.send(Message::Ping { nonce: 1 }).await;
+    assert_eq!(p.recv().await, Some(Message::Pong { nonce: 1 }));
+    assert!(!HANDED_OVER_SAW_CANCEL.load(std::sync::atomic::Ordering::SeqCst));
+    p.send(Message::Cancel { id: 1 }).await;
+    match p.recv().await {
+        Some(Message::Error { id: 1, error }) => assert_eq!(error.kind, ErrorKind::Cancelled),
+        other => panic!("expected call 1 answered cancelled, got {other:?}"),
+    }
+    for _ in 0..2000 {
+        if HANDED_OVER_SAW_CANCEL.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(HANDED_OVER_SAW_CANCEL.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+/// A cancelled `CALL_MANY` chunk of a sync function stops between items: it is answered
+/// `cancelled` long before its items could have run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_sync_chunk_stops_between_items() {
+    let mut p = start(&[Encoding::Json]).await;
+    // 1000 items of 50 ms: 50 s if it ran them all, far past the receive guard.
+    let payload = p.encoding.encode(&vec![50u64; 1000]).unwrap();
+    p.send(Message::CallMany {
+        id: 4,
+        function: "slow_item".into(),
+        payload,
+    })
+    .await;
+    p.send(Message::Ping { nonce: 1 }).await;
+    assert_eq!(p.recv().await, Some(Message::Pong { nonce: 1 }));
+    p.send(Message::Cancel { id: 4 }).await;
+    match p.recv().await {
+        Some(Message::Error { id: 4, error }) => assert_eq!(error.kind, ErrorKind::Cancelled),
+        other => panic!("expected the chunk answered cancelled, got {other:?}"),
+    }
+}
+
+/// After `SHUTDOWN` the worker still reads: a `PING` is answered and a `CANCEL` honoured while
+/// it finishes its calls; then serving ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_shutdown_the_worker_still_answers_pings_and_honours_cancels() {
+    let mut p = start(&[Encoding::Json]).await;
+    p.call(1, "coop", ()).await;
+    p.send(Message::Shutdown).await;
+    p.send(Message::Ping { nonce: 3 }).await;
+    assert_eq!(p.recv().await, Some(Message::Pong { nonce: 3 }));
+    p.send(Message::Cancel { id: 1 }).await;
+    match p.recv().await {
+        Some(Message::Error { id: 1, error }) => assert_eq!(error.kind, ErrorKind::Cancelled),
+        other => panic!("expected call 1 answered cancelled, got {other:?}"),
+    }
     assert!(p.recv().await.is_none());
     p.worker.await.unwrap().expect("clean shutdown");
 }
@@ -658,4 +863,25 @@ async fn calls_read_together_with_welcome_before_end_of_file_are_answered() {
         }]
     );
     assert!(ended.is_ok(), "{ended:?}");
+}
+
+/// The pool sends no call after `SHUTDOWN` (protocol 3.8): one that does breaks the channel.
+#[tokio::test]
+async fn a_call_after_shutdown_ends_serving_with_an_error() {
+    let welcome = Welcome {
+        encoding: Encoding::Json,
+        ..Welcome::default()
+    };
+    let call = Message::Call {
+        id: 3,
+        function: "add".into(),
+        payload: Bytes::from_static(b"[2,3]"),
+    };
+    let (said, ended) =
+        raw_session(wire(&[Message::Welcome(welcome), Message::Shutdown, call])).await;
+    assert!(said.is_empty(), "{said:?}");
+    assert!(
+        matches!(&ended, Err(ServeError::Unexpected(m)) if m.contains("after SHUTDOWN")),
+        "{ended:?}"
+    );
 }

@@ -29,9 +29,12 @@
 //! | `abort`    | `()`         | `std::process::abort()` (signal 6)                                  | —                  |
 //! | `sleep`    | `u64` ms     | async sleep; cancelled at once by `CANCEL`                          | the ms             |
 //! | `spin`     | `u64` ms     | sync busy loop for that much wall-clock time (burns CPU time)       | the ms             |
-//! | `hang`     | `()`         | sync, never returns (its blocking thread sleeps forever)           | —                  |
+//! | `hang`     | `()`         | sync, never returns and ignores its cancel (sleeps forever)          | —                  |
+//! | `coop`     | `u64` ms     | sync; waits that long, but returns early when cancelled             | the ms             |
+//! | `inc`      | `u64`        | async; adds one                                                     | `u64`              |
 //! | `freeze`   | `()`         | async that blocks the serving thread: no `PONG`, no `CANCEL`        | —                  |
 //! | `spam`     | `u32` n      | n lines to stdout and n to stderr                                   | n                  |
+//! | `unterminated` | `u64` MiB | writes that much to stdout with no newline                         | the MiB            |
 //! | `pid`      | `u64` ms     | async; sleeps, then reports the process id                         | `u32`              |
 //! | `inflight` | `u64` ms     | async; counts itself in, sleeps, counts out                         | calls in flight on arrival (itself included) |
 //! | `alloc`    | `u64` MiB    | allocates and touches that much, kept for good (RSS recycling)      | bytes held in all  |
@@ -40,11 +43,13 @@
 //! | `env`      | `String`     | reads an environment variable                                       | `Option<String>`   |
 //! | `cwd`      | `()`         | the working directory                                               | `String`           |
 //!
-//! `hang` shows what the SDK does with a sync call it cannot stop: the call
-//! is answered `cancelled` at once and its thread is left behind, so the
-//! worker keeps serving. `freeze` is the worker that really hangs (it breaks
-//! the SDK's rule that async functions must not block), for the pool's
-//! kill-after-cancel-grace and heartbeat paths.
+//! `hang` is the runaway computation: a sync call that ignores its cancel. The
+//! SDK does not answer it (the function has not ended), so the pool kills the
+//! worker after the cancel grace. `coop` is the well-behaved sync function: it
+//! sees the cancel ([`workcrew::worker::CallContext`]) and returns, and the call
+//! is answered `cancelled`. `freeze` is the worker that really hangs (it breaks
+//! the SDK's rule that async functions must not block): no `PONG`, no `CANCEL`
+//! read, for the pool's heartbeat path.
 //!
 //! # Modes
 //!
@@ -66,7 +71,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use workcrew::worker::{ServeError, Worker};
+use workcrew::worker::{CallContext, ServeError, Worker};
 
 /// The struct `swap` takes and returns.
 #[derive(Debug, Serialize, Deserialize)]
@@ -160,6 +165,17 @@ fn main() -> Result<(), ServeError> {
             Ok::<_, String>(ms)
         })
         .function("hang", |(): ()| never_returns())
+        .function("coop", |ms: u64| {
+            let call = CallContext::current().ok_or("not inside a call")?;
+            if call.wait_cancelled(Duration::from_millis(ms)) {
+                return Err("cancelled".to_owned());
+            }
+            Ok::<_, String>(ms)
+        })
+        .async_function(
+            "inc",
+            |n: u64| async move { Ok::<_, String>(n.wrapping_add(1)) },
+        )
         // Blocks the serving thread on purpose: see the module docs.
         .async_function("freeze", |(): ()| async move { never_returns() })
         .function("spam", |n: u32| {
@@ -201,6 +217,17 @@ fn main() -> Result<(), ServeError> {
                 write!(socket, "hello {name}").map_err(|e| e.to_string())?;
             }
             Ok::<_, String>(count)
+        })
+        .function("unterminated", |mib: u64| {
+            // One line of `mib` MiB with no newline, then the call returns: the pool must not
+            // hold the whole line to forward it.
+            let chunk = vec![b'x'; 1 << 20];
+            let mut out = std::io::stdout().lock();
+            for _ in 0..mib {
+                out.write_all(&chunk).map_err(|e| e.to_string())?;
+            }
+            out.flush().map_err(|e| e.to_string())?;
+            Ok::<_, String>(mib)
         })
         .function("env", |name: String| {
             Ok::<_, String>(std::env::var(name).ok())

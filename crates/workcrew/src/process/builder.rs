@@ -250,9 +250,10 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// How long a stopping worker may take to exit after `SHUTDOWN`, and
-    /// again after the [stop signal](Self::stop_signal), before it is
-    /// killed. Default: 5 s.
+    /// How long [`stop`](ProcessPool::stop) lets calls drain, and how long a
+    /// stopping or retiring worker may take to exit after `SHUTDOWN`, and again
+    /// after the [stop signal](Self::stop_signal), before it is killed (see
+    /// [`stop_with`](ProcessPool::stop_with)). Default: 5 s.
     pub fn stop_timeout(mut self, d: Duration) -> Self {
         self.config.stop_timeout = d;
         self
@@ -291,7 +292,9 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// How long a cancelled call may take to end before its worker is killed. Default: 2 s.
+    /// How long a given-up call (timed out, cancelled by its token, its future dropped) may
+    /// take to be answered after its `CANCEL` before its worker takes no new call; the worker
+    /// is killed once its other calls are answered, or one more grace later. Default: 2 s.
     pub fn cancel_grace(mut self, d: Duration) -> Self {
         self.config.cancel_grace = d;
         self

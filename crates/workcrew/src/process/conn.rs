@@ -33,7 +33,8 @@ use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
 use super::events::{ProcessEvent, RecycleReason};
-use super::spawn::{describe, reap, Started};
+use super::exit::{ExitReason, ProcessExit};
+use super::spawn::{reap, Started};
 use super::state::{Exchange, Job, Reply, Shared, WorkerHandle};
 use crate::protocol::{put_call_frame, put_header, FrameCodec, FrameType, Message};
 use crate::wait::sleep_until_opt;
@@ -69,10 +70,11 @@ type Pending = HashMap<u64, Job, BuildHasherDefault<IdHasher>>;
 /// Why the loop ended.
 #[derive(PartialEq, Eq)]
 enum End {
-    /// The worker closed the channel (exiting) or we asked it to stop.
+    /// The worker closed the channel (exiting), the channel failed, or it outlived the grace
+    /// after `SHUTDOWN`: it is reaped (stop signal, then `SIGKILL`, if it does not exit).
     Closed,
-    /// It misbehaved or hung: kill it.
-    Kill,
+    /// It misbehaved or hung, or the pool stops at once: it is killed.
+    Kill(ExitReason),
 }
 
 pub(crate) async fn run(
@@ -100,13 +102,18 @@ pub(crate) async fn run(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
-    let mut last_pong = Instant::now();
-    let mut nonce = 0u64;
-    // Cancelled calls whose worker is killed if they stay unanswered.
+    let mut beat = Heartbeat {
+        last_pong: Instant::now(),
+        sent: 0,
+    };
+    // Given-up calls whose worker is killed if they stay unanswered past the cancel grace.
     let mut kill_at: Vec<(Instant, u64)> = Vec::new();
     // Set when such a call overstayed while the worker held others: it takes no
     // new calls, its other calls get one more grace to finish, then it is killed.
-    let mut doomed: Option<Instant> = None;
+    let mut doomed: Option<(Instant, u64)> = None;
+    // When `SHUTDOWN` was queued, and the deadline for the worker to exit after it (the
+    // shutdown grace, which a `stop_now` may shorten: re-read on every turn).
+    let mut shutdown_at: Option<Instant> = None;
     let mut stop_by: Option<Instant> = None;
     // Answers read but not yet delivered: they are delivered after the
     // exchange that counts them, so a caller never sees its answer while its
@@ -119,9 +126,10 @@ pub(crate) async fn run(
             turn = false;
             let Some(pool) = shared.upgrade() else {
                 // Every pool handle is gone.
-                if stop_by.is_none() {
+                if shutdown_at.is_none() {
                     put_empty(&mut wbuf, FrameType::Shutdown, 0);
-                    stop_by = Some(Instant::now() + settings.stop_timeout);
+                    shutdown_at = Some(Instant::now());
+                    stop_by = shutdown_at.map(|at| at + settings.stop_timeout);
                 }
                 deliver(&mut done);
                 continue;
@@ -136,6 +144,7 @@ pub(crate) async fn run(
                 );
                 deliver(&mut done);
             }
+            let grace = pool.shutdown_grace();
             drop(pool);
             let mut broken = false;
             for mut job in exchange.calls.drain(..) {
@@ -155,30 +164,36 @@ pub(crate) async fn run(
                     worker_pid = pid,
                     "cannot send file descriptors; dropping the worker"
                 );
-                break End::Kill;
+                break End::Closed;
             }
-            for (id, kill_after) in exchange.cancels.drain(..) {
-                if pending.contains_key(&id) {
+            let now = Instant::now();
+            for id in exchange.cancels.drain(..) {
+                if pending.contains_key(&id) && !kill_at.iter().any(|(_, k)| *k == id) {
                     put_empty(&mut wbuf, FrameType::Cancel, id);
-                    if let Some(grace) = kill_after {
-                        kill_at.push((Instant::now() + grace, id));
-                    }
+                    kill_at.push((now + settings.cancel_grace, id));
                 }
             }
-            if exchange.shutdown && stop_by.is_none() {
+            // Last: calls routed here before the stop are written before `SHUTDOWN`, and none
+            // after it (the exchange pulls nothing once the worker is told to shut down).
+            if exchange.shutdown && shutdown_at.is_none() {
                 put_empty(&mut wbuf, FrameType::Shutdown, 0);
-                stop_by = Some(Instant::now() + settings.stop_timeout);
+                shutdown_at = Some(now);
             }
             exchange.shutdown = false;
+            if let Some(at) = shutdown_at {
+                stop_by = Some(at + grace);
+            }
         }
         kill_at.retain(|(_, id)| pending.contains_key(id));
-        if doomed.is_some() && only_overdue(&pending, &kill_at) {
-            tracing::warn!(
-                worker = handle.id,
-                worker_pid = pid,
-                "its other calls are done; killing the worker that ignored a cancel"
-            );
-            break End::Kill;
+        if let Some((_, call_id)) = doomed {
+            if only_overdue(&pending, &kill_at) {
+                tracing::warn!(
+                    worker = handle.id,
+                    worker_pid = pid,
+                    "its other calls are done; killing the worker that ignored a cancel"
+                );
+                break End::Kill(ExitReason::CancelIgnored { call_id });
+            }
         }
         // Deadlines already passed (a doomed worker's overdue calls) do not
         // wake the loop again.
@@ -192,14 +207,16 @@ pub(crate) async fn run(
             read = read_some(rd.as_ref(), &mut scratch, &mut rbuf) => match read {
                 Ok(0) => break End::Closed,
                 Ok(_) => {
-                    if take_answers(&mut codec, &mut rbuf, &mut pending, &mut done, &mut last_pong, &handle).is_err() {
-                        break End::Kill;
+                    if let Err(what) = take_answers(&mut codec, &mut rbuf, &mut pending, &mut done, &mut beat) {
+                        tracing::warn!(worker = handle.id, worker_pid = pid, %what, "protocol violation; killing the worker");
+                        break End::Kill(ExitReason::ProtocolViolation { what });
                     }
                     turn = !done.is_empty();
                 }
                 Err(e) => {
+                    // Its exit (or the end of file it reads now) tells the rest.
                     tracing::warn!(worker = handle.id, worker_pid = pid, error = %e, "channel read failed; dropping the worker");
-                    break End::Kill;
+                    break End::Closed;
                 }
             },
             wrote = wr.write(&wbuf), if !wbuf.is_empty() => match wrote {
@@ -214,34 +231,41 @@ pub(crate) async fn run(
             () = handle.wake.notified() => turn = true,
             () = sleep_until_opt(next_kill) => {
                 let now = Instant::now();
-                if kill_at.iter().any(|(at, id)| *at <= now && pending.contains_key(id)) {
+                let overdue = kill_at
+                    .iter()
+                    .find(|(at, id)| *at <= now && pending.contains_key(id))
+                    .map(|(_, id)| *id);
+                if let Some(call_id) = overdue {
                     if only_overdue(&pending, &kill_at) {
-                        tracing::warn!(worker = handle.id, worker_pid = pid, "a cancelled call was not answered in time; killing the worker");
-                        break End::Kill;
+                        tracing::warn!(worker = handle.id, worker_pid = pid, call_id, "a cancelled call was not answered in time; killing the worker");
+                        break End::Kill(ExitReason::CancelIgnored { call_id });
                     }
                     if doomed.is_none() {
                         // Other calls are running: let them finish first, so only
-                        // the call that timed out fails.
-                        tracing::warn!(worker = handle.id, worker_pid = pid, "a cancelled call was not answered in time; the worker finishes its other calls, then is killed");
-                        doomed = Some(now + settings.cancel_grace);
+                        // the call that was given up fails.
+                        tracing::warn!(worker = handle.id, worker_pid = pid, call_id, "a cancelled call was not answered in time; the worker finishes its other calls, then is killed");
+                        doomed = Some((now + settings.cancel_grace, call_id));
                         if let Some(pool) = shared.upgrade() {
                             pool.retire(handle.id, RecycleReason::Unresponsive);
                         }
                     }
                 }
             }
-            () = sleep_until_opt(doomed) => {
+            () = sleep_until_opt(doomed.map(|(at, _)| at)) => {
                 tracing::warn!(worker = handle.id, worker_pid = pid, "its other calls did not finish in time; killing the worker that ignored a cancel");
-                break End::Kill;
+                let call_id = doomed.map_or(0, |(_, id)| id);
+                break End::Kill(ExitReason::CancelIgnored { call_id });
             }
-            () = tick(&mut ping_every) => {
+            // After `SHUTDOWN` a worker may stop reading (`docs/protocol.md`, 3.8): the
+            // shutdown grace bounds it from then on, not the heartbeat.
+            () = tick(&mut ping_every), if shutdown_at.is_none() => {
                 let interval = heartbeat.unwrap_or_default();
-                if last_pong.elapsed() > interval * 3 {
+                if beat.last_pong.elapsed() > interval * 3 {
                     tracing::warn!(worker = handle.id, worker_pid = pid, "worker stopped answering heartbeats; killing it as hung");
-                    break End::Kill;
+                    break End::Kill(ExitReason::HeartbeatMissed);
                 }
-                nonce += 1;
-                put_empty(&mut wbuf, FrameType::Ping, nonce);
+                beat.sent += 1;
+                put_empty(&mut wbuf, FrameType::Ping, beat.sent);
             }
             () = sleep_until_opt(stop_by) => {
                 tracing::warn!(worker = handle.id, worker_pid = pid, "worker did not exit within the stop timeout");
@@ -250,19 +274,15 @@ pub(crate) async fn run(
         }
     };
     drop((rd, wr));
-    // Answers read before the end are answers; calls routed here but never
-    // written go back to the pool queue.
-    let mut retry = Vec::new();
-    if let Some(pool) = shared.upgrade() {
-        pool.exchange(handle.id, done.len(), &mut exchange, false);
-        retry.append(&mut exchange.calls);
-    }
-    deliver(&mut done);
-    let status = finish(&mut child, end, stop_by, &settings).await;
-    let expected = stop_by.is_some() || handle.shutdown.load(Ordering::Acquire);
     let pool = shared.upgrade();
-    // Calls it held: lost, unless they allow another attempt.
-    let mut lost = 0;
+    let told_to_stop = shutdown_at.is_some() || handle.shutdown.load(Ordering::Acquire);
+    let expected = match &end {
+        End::Closed => told_to_stop,
+        End::Kill(reason) => *reason == ExitReason::Stopped,
+    };
+    // Calls it held: sent again if they allow another attempt, else lost.
+    let mut retry = Vec::new();
+    let mut lost = Vec::new();
     for (_, mut job) in pending.drain() {
         if job.retries_left > 0 && !job.abandoned() && pool.is_some() {
             job.retries_left -= 1;
@@ -276,26 +296,69 @@ pub(crate) async fn run(
             }
             retry.push(job);
         } else {
-            lost += 1;
-            let _ = job.reply.send(Reply::Lost {
-                pid,
-                exit: status.clone(),
-            });
+            lost.push(job);
         }
     }
-    if let Some(pool) = pool {
-        // The event first: whoever waits for the worker to leave the pool
-        // (`reload`, `stop`) then also sees it.
+    // The worker leaves the pool first, before anything settles: whoever sees one of its
+    // calls fail no longer finds it in the pool's workers or stats. Calls routed here but
+    // never written, and the retries, go back to the pool queue now.
+    let retired = pool
+        .as_ref()
+        .and_then(|p| p.remove(handle.id, retry, !expected))
+        .and_then(|entry| entry.retiring);
+    // Answers read before the end are answers.
+    deliver(&mut done);
+    let grace = || {
+        shared
+            .upgrade()
+            .map_or(settings.stop_timeout, |p| p.shutdown_grace())
+    };
+    let status = finish(
+        &mut child,
+        &end,
+        shutdown_at,
+        grace,
+        &handle.wake,
+        settings.stop_signal,
+    )
+    .await;
+    let reason = match end {
+        End::Kill(reason) => reason,
+        End::Closed if shutdown_at.is_none() => ExitReason::Ended(status),
+        End::Closed => match retired {
+            Some(why) if !handle.shutdown.load(Ordering::Acquire) => ExitReason::Recycled(why),
+            _ => ExitReason::Stopped,
+        },
+    };
+    if let Some(pool) = &pool {
         pool.events.send(ProcessEvent::Exited {
             worker: handle.id,
             pid,
-            status: status.clone(),
+            status,
+            reason: reason.clone(),
             expected,
-            lost_calls: lost,
+            lost_calls: lost.len(),
         });
-        pool.remove(handle.id, retry, !expected);
     }
-    tracing::debug!(worker = handle.id, worker_pid = pid, %status, "worker ended");
+    for job in lost {
+        let _ = job.reply.send(Reply::Lost {
+            pid,
+            reason: reason.clone(),
+            status,
+        });
+    }
+    tracing::debug!(worker = handle.id, worker_pid = pid, %status, %reason, "worker ended");
+    if let Some(pool) = pool {
+        pool.conn_ended(&handle);
+    } else {
+        handle.finished.store(true, Ordering::Release);
+    }
+}
+
+/// The heartbeat's state: when the worker last answered a `PING`, and the last nonce sent.
+struct Heartbeat {
+    last_pong: Instant,
+    sent: u64,
 }
 
 fn deliver(done: &mut Vec<(Job, Reply)>) {
@@ -314,45 +377,42 @@ fn only_overdue(pending: &Pending, kill_at: &[(Instant, u64)]) -> bool {
 }
 
 /// Decodes every complete frame read so far: answers move from `pending`
-/// to `done`. `Err` if the worker sent something it must not.
+/// to `done`. `Err` (what it did, in words) if the worker sent something it must not.
 fn take_answers(
     codec: &mut FrameCodec,
     rbuf: &mut BytesMut,
     pending: &mut Pending,
     done: &mut Vec<(Job, Reply)>,
-    last_pong: &mut Instant,
-    handle: &WorkerHandle,
-) -> Result<(), ()> {
-    let (worker, pid) = (handle.id, handle.pid);
+    beat: &mut Heartbeat,
+) -> Result<(), String> {
     loop {
-        match codec.decode(rbuf) {
-            Ok(Some(frame)) => match Message::from_frame(frame) {
-                Ok(Message::Result { id, payload }) => {
-                    if let Some(job) = pending.remove(&id) {
-                        done.push((job, Reply::Value(payload)));
-                    }
-                }
-                Ok(Message::Error { id, error }) => {
-                    if let Some(job) = pending.remove(&id) {
-                        done.push((job, Reply::Error(error)));
-                    }
-                }
-                Ok(Message::Pong { .. }) => *last_pong = Instant::now(),
-                Ok(other) => {
-                    tracing::warn!(worker, worker_pid = pid, message = ?other, "unexpected message; dropping the worker");
-                    return Err(());
-                }
-                Err(e) => {
-                    tracing::warn!(worker, worker_pid = pid, error = %e, "malformed message; dropping the worker");
-                    return Err(());
-                }
-            },
+        let frame = match codec.decode(rbuf) {
+            Ok(Some(frame)) => frame,
             Ok(None) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(worker, worker_pid = pid, error = %e, "broken channel; dropping the worker");
-                return Err(());
+            Err(e) => return Err(e.to_string()),
+        };
+        let kind = frame.kind;
+        let (id, reply) = match Message::from_frame(frame) {
+            Ok(Message::Result { id, payload }) => (id, Reply::Value(payload)),
+            Ok(Message::Error { id, error }) => (id, Reply::Error(error)),
+            Ok(Message::Pong { nonce }) => {
+                // Only a PONG that answers a PING sent proves the worker alive (§3.7).
+                if (1..=beat.sent).contains(&nonce) {
+                    beat.last_pong = Instant::now();
+                }
+                continue;
             }
-        }
+            Ok(_) => return Err(format!("a {kind} frame, which a worker must not send")),
+            Err(e) => return Err(format!("a malformed {kind} frame: {e}")),
+        };
+        // Exactly one answer per call (§3.3): an id not in flight here is one it never got,
+        // or one already answered.
+        let Some(job) = pending.remove(&id) else {
+            return Err(format!(
+                "a {kind} for call {id}, which it does not hold (unknown, or already answered)"
+            ));
+        };
+        done.push((job, reply));
     }
 }
 
@@ -388,29 +448,54 @@ async fn read_some(
     }
 }
 
-/// Reaps the child. A worker that closed its channel is exiting: it gets the
-/// stop timeout, then the stop signal and another stop timeout, then `SIGKILL`.
-async fn finish(child: &mut Child, end: End, stop_by: Option<Instant>, s: &Settings) -> String {
-    if end == End::Kill {
+/// Reaps the child. A killed one is killed at once. One that closed its channel is exiting
+/// (or outlived its grace after `SHUTDOWN`): it gets the shutdown grace from `shutdown_at` (or
+/// from now), then the stop signal and one more grace, then `SIGKILL`. The grace is read
+/// again whenever `wake` fires, so a `stop_now` shortens a wait under way.
+async fn finish(
+    child: &mut Child,
+    end: &End,
+    shutdown_at: Option<Instant>,
+    grace: impl Fn() -> Duration,
+    wake: &tokio::sync::Notify,
+    stop_signal: i32,
+) -> ProcessExit {
+    if let End::Kill(_) = end {
         return reap(child, true).await;
     }
-    let first = stop_by.map_or(s.stop_timeout, |at| {
-        at.saturating_duration_since(Instant::now())
-    });
-    if let Ok(Ok(status)) = tokio::time::timeout(first, child.wait()).await {
-        return describe(status);
+    let since = shutdown_at.unwrap_or_else(Instant::now);
+    if let Some(status) = exit_within(child, since, &grace, wake).await {
+        return status;
     }
     // The child is not reaped yet, so its pid is still ours to signal.
     let pid = child
         .id()
         .and_then(|p| rustix::process::Pid::from_raw(i32::try_from(p).ok()?));
-    if let (Some(pid), Some(signal)) = (pid, rustix::process::Signal::from_named_raw(s.stop_signal))
-    {
+    if let (Some(pid), Some(signal)) = (pid, rustix::process::Signal::from_named_raw(stop_signal)) {
         let _ = rustix::process::kill_process(pid, signal);
     }
-    match tokio::time::timeout(s.stop_timeout, child.wait()).await {
-        Ok(Ok(status)) => describe(status),
-        _ => reap(child, true).await,
+    if let Some(status) = exit_within(child, Instant::now(), &grace, wake).await {
+        return status;
+    }
+    reap(child, true).await
+}
+
+/// The child's exit status if it exits within the grace counted from `since`.
+async fn exit_within(
+    child: &mut Child,
+    since: Instant,
+    grace: &impl Fn() -> Duration,
+    wake: &tokio::sync::Notify,
+) -> Option<ProcessExit> {
+    loop {
+        let deadline = since + grace();
+        tokio::select! {
+            status = child.wait() => {
+                return Some(status.map_or(ProcessExit::Unknown, ProcessExit::of));
+            }
+            () = tokio::time::sleep_until(deadline) => return None,
+            () = wake.notified() => {}
+        }
     }
 }
 

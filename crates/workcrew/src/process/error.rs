@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::exit::{ExitReason, ProcessExit};
 use crate::protocol::PayloadError;
 
 /// The pool could not start.
@@ -68,15 +69,17 @@ pub enum CallError {
         /// The worker's message.
         message: String,
     },
-    /// The worker process died while holding the call.
-    #[error("worker pid {pid} was lost ({exit}) during call {call_id}")]
+    /// The worker process ended while holding the call: why, and its exit status.
+    #[error("worker pid {pid} was lost during call {call_id}: {reason} ({status})")]
     WorkerLost {
         /// Its process id.
         pid: u32,
         /// The call.
         call_id: u64,
-        /// Its exit code or signal, as far as known.
-        exit: String,
+        /// Why it ended: on its own, or killed or stopped by the pool (and why).
+        reason: ExitReason,
+        /// Its exit code or signal.
+        status: ProcessExit,
     },
     /// The call carries file descriptors, but no worker serving the function
     /// accepts them (its `HELLO` did not say `fds: true`).
@@ -91,7 +94,8 @@ pub enum CallError {
     /// The pool queue is full (from `try_call`; `call` waits for room instead).
     #[error("process pool queue is full")]
     QueueFull,
-    /// The call was cancelled by its token; the worker was told to stop it.
+    /// The call was cancelled by its token (before it was sent, or while it ran: then its
+    /// worker was told to stop it).
     #[error("call {call_id} to {function} was cancelled")]
     Cancelled {
         /// The function.
@@ -99,12 +103,12 @@ pub enum CallError {
         /// The call.
         call_id: u64,
     },
-    /// The arguments do not fit in one frame.
-    #[error("arguments of a call to {function} take {size} bytes, above the maximum frame size of {max} bytes")]
+    /// The arguments do not fit in one frame: the call was not sent.
+    #[error("a call to {function} takes a frame of {size} bytes, above the maximum frame size of {max} bytes")]
     TooLarge {
         /// The function.
         function: String,
-        /// The encoded frame size.
+        /// The frame's `length`, as `docs/protocol.md` (section 2) counts it.
         size: usize,
         /// The maximum frame size.
         max: usize,

@@ -1,5 +1,7 @@
 //! What happens to a process pool's workers, as a stream of events.
 
+use super::exit::{ExitReason, ProcessExit};
+
 /// An event from [`ProcessPool::events`](super::ProcessPool::events).
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,15 +36,18 @@ pub enum ProcessEvent {
         /// Why it is replaced.
         reason: RecycleReason,
     },
-    /// A worker process ended.
+    /// A worker process ended (it has left the pool and been reaped).
     Exited {
         /// The pool's number for the worker.
         worker: u64,
         /// Its process id.
         pid: u32,
-        /// Exit code or signal.
-        status: String,
-        /// Whether the pool meant it to stop (recycling, idle, stop).
+        /// Its exit code or signal.
+        status: ProcessExit,
+        /// Why it ended.
+        reason: ExitReason,
+        /// Whether the pool meant it to stop (recycled, idle, stopped). A worker the pool
+        /// killed for misbehaving was not meant to stop: it counts against the restart budget.
         expected: bool,
         /// Calls it held that failed as lost.
         lost_calls: usize,

@@ -155,9 +155,12 @@ where
 }
 
 impl<A: ?Sized, R> Drop for CallFuture<'_, A, R> {
+    /// A call given up before its answer: withdrawn if still queued, cancelled (then its
+    /// worker killed after the cancel grace if it does not answer) if sent.
     fn drop(&mut self) {
         if let Step::Waiting { id, .. } = self.state {
-            self.pool.inner.cancel(id, None);
+            self.pool.inner.cancel(id);
+            self.pool.inner.counters.dropped();
         }
     }
 }
@@ -275,7 +278,6 @@ impl ProcessPool {
         options: &CallOptions,
     ) -> Result<Enqueued, CallError> {
         let inner = &*self.inner;
-        let size = 4 + 9 + 3 + function.len() + payload.len();
         if fds.len() > crate::protocol::MAX_FDS || (many && !fds.is_empty()) {
             return Err(CallError::Worker {
                 function: function.to_string(),
@@ -287,14 +289,24 @@ impl ProcessPool {
                 data: None,
             });
         }
-        if size - 4 > inner.config.max_frame {
+        // The frame's `length` (`docs/protocol.md`, section 2): type and id, the name's length
+        // and the name, the payload, and the descriptor count of a `CALL_FDS`.
+        let length = 9 + 2 + function.len() + payload.len() + usize::from(!fds.is_empty());
+        if length > inner.config.max_frame {
             return Err(CallError::TooLarge {
                 function: function.to_string(),
-                size,
+                size: length,
                 max: inner.config.max_frame,
             });
         }
         let id = inner.next_call.fetch_add(1, Ordering::Relaxed);
+        if options.token.as_ref().is_some_and(|t| t.is_cancelled()) {
+            // Given up before it started: never routed, so no worker sees it.
+            return Err(CallError::Cancelled {
+                function: function.to_string(),
+                call_id: id,
+            });
+        }
         let started = Instant::now();
         let retries_left = match options.retries {
             Some(n) => n,
@@ -375,7 +387,7 @@ impl ProcessPool {
             biased;
             answer = answer => Ok(answer),
             () = sleep_until_opt(deadline) => {
-                inner.cancel(id, Some(inner.config.cancel_grace));
+                inner.cancel(id);
                 Err(CallError::TimedOut {
                     function: function.to_owned(),
                     call_id: id,
@@ -383,7 +395,7 @@ impl ProcessPool {
                 })
             }
             () = cancelled_opt(options.token.as_ref()) => {
-                inner.cancel(id, None);
+                inner.cancel(id);
                 Err(CallError::Cancelled {
                     function: function.to_owned(),
                     call_id: id,
@@ -467,10 +479,15 @@ fn answer_of(
                 None => error,
             })
         }
-        Ok(Reply::Lost { pid, exit }) => Err(CallError::WorkerLost {
+        Ok(Reply::Lost {
+            pid,
+            reason,
+            status,
+        }) => Err(CallError::WorkerLost {
             pid,
             call_id: id,
-            exit,
+            reason,
+            status,
         }),
         Ok(Reply::Refused(e)) => Err(e),
         Err(_) => Err(CallError::NoWorkers),
@@ -503,7 +520,8 @@ struct CancelOnDrop<'a> {
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.pool.cancel(self.id, None);
+            self.pool.cancel(self.id);
+            self.pool.counters.dropped();
         }
     }
 }

@@ -39,14 +39,32 @@
 //!
 //! # Timeouts, cancellation, crashes
 //!
-//! A call past its timeout fails with [`CallError::TimedOut`]; its worker
-//! gets `CANCEL`, and is killed and replaced if it has not answered after the
-//! cancel grace. A call is withdrawn (queued) or cancelled (running) when its
-//! future is dropped or its [`CallOptions::token`] fires. A worker that dies
-//! fails only the calls it held, with [`CallError::WorkerLost`] naming its
-//! exit code or signal; calls routed to it but not yet sent go to another
-//! worker; calls that allow [retries](CallOptions::retries) are sent again.
-//! A worker that stops answering heartbeats is killed as hung.
+//! A call is given up when its timeout passes ([`CallError::TimedOut`]), its
+//! [`CallOptions::token`] fires ([`CallError::Cancelled`]; a token already
+//! fired refuses the call before it is routed) or its future is dropped. A
+//! queued call is then withdrawn; a running one gets `CANCEL`, and every way
+//! of giving up ends the same: a worker that has not answered after the
+//! [cancel grace](ProcessPoolBuilder::cancel_grace) takes no new call,
+//! finishes its other calls within one more grace, and is killed and replaced
+//! (a runaway computation is stopped). A worker never holds more calls than
+//! its concurrency, cancelled ones included.
+//!
+//! A worker that ends fails only the calls it held, with
+//! [`CallError::WorkerLost`] saying why ([`ExitReason`]: it ended on its own,
+//! or the pool killed it for a protocol violation, missed heartbeats or an
+//! ignored cancel, or recycled or stopped it) and how ([`ProcessExit`]: exit
+//! code or signal); it has left [`worker_pids`](ProcessPool::worker_pids) and
+//! the stats before any of them fails. Calls routed to it but not yet sent go
+//! to another worker; calls that allow [retries](CallOptions::retries) are
+//! sent again. A worker that stops answering heartbeats is killed as hung.
+//!
+//! # Stopping
+//!
+//! [`ProcessPool::stop`] ends in bounded time: intake stops, calls drain for
+//! up to the stop timeout, calls still queued fail, then each worker gets
+//! `SHUTDOWN`, the stop signal and `SIGKILL`, one stop timeout apart; the
+//! exact sequence is in [`ProcessPool::stop_with`], which takes its own grace,
+//! and [`ProcessPool::stop_now`] does it without waiting.
 //!
 //! # Recycling and reload
 //!
@@ -62,13 +80,16 @@
 //! # Observability
 //!
 //! [`ProcessPool::stats`] and [`ProcessPool::events`]; workers' stdout and
-//! stderr go to `tracing`, tagged with the worker.
+//! stderr go to `tracing`, tagged with the worker, a line at a time (a line
+//! longer than 64 KiB is cut, so a worker's output cannot grow the pool's
+//! memory).
 
 mod builder;
 mod call;
 mod conn;
 mod error;
 mod events;
+mod exit;
 mod future;
 mod pool;
 mod routing;
@@ -81,6 +102,7 @@ pub use builder::{ProcessPoolBuilder, WorkerCommand};
 pub use call::{CallOptions, Function};
 pub use error::{CallError, StartError};
 pub use events::{ProcessEvent, RecycleReason};
+pub use exit::{ExitReason, ProcessExit};
 pub use pool::ProcessPool;
 pub use routing::Routing;
 pub use stats::ProcessPoolStats;

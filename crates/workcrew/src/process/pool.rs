@@ -4,6 +4,7 @@ use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::Stream;
 use serde::de::DeserializeOwned;
@@ -15,7 +16,7 @@ use super::error::{CallError, StartError};
 use super::events::{ProcessEvent, RecycleReason};
 use super::future::{CallFuture, NO_OPTIONS};
 use super::state::{Shared, State};
-use super::stats::ProcessPoolStats;
+use super::stats::{Live, ProcessPoolStats};
 use super::supervisor::{self, register, start_generation};
 use crate::protocol::Encoding;
 
@@ -80,7 +81,8 @@ impl ProcessPool {
     /// # Cancel safety
     ///
     /// Dropping the future withdraws a queued call, or sends `CANCEL` for a
-    /// running one to its worker.
+    /// running one to its worker, which is killed and replaced if it does not
+    /// answer within the [cancel grace](super::ProcessPoolBuilder::cancel_grace).
     pub fn call<'a, A, R>(
         &'a self,
         function: &'a str,
@@ -116,6 +118,61 @@ impl ProcessPool {
         CallFuture::new(self, function, args, options)
     }
 
+    /// Like [`call`](Self::call), but owning its function name and arguments: the future is
+    /// `'static`, so the call can be spawned.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: workcrew::process::ProcessPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let sum = tokio::spawn(pool.call_owned::<_, i64>("add", (2, 3)));
+    /// assert_eq!(sum.await??, 5);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    pub fn call_owned<A, R>(
+        &self,
+        function: impl Into<String>,
+        args: A,
+    ) -> impl Future<Output = Result<R, CallError>> + Send + 'static
+    where
+        A: Serialize + Send + Sync + 'static,
+        R: DeserializeOwned + Send + 'static,
+    {
+        self.call_owned_with(function, args, CallOptions::default())
+    }
+
+    /// Like [`call_with`](Self::call_with), owning its function name, arguments and options:
+    /// the future is `'static`, so the call can be spawned.
+    ///
+    /// # Errors
+    ///
+    /// As [`call_with`](Self::call_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    pub fn call_owned_with<A, R>(
+        &self,
+        function: impl Into<String>,
+        args: A,
+        options: CallOptions,
+    ) -> impl Future<Output = Result<R, CallError>> + Send + 'static
+    where
+        A: Serialize + Send + Sync + 'static,
+        R: DeserializeOwned + Send + 'static,
+    {
+        let pool = self.clone();
+        let function = function.into();
+        async move { pool.call_with(&function, &args, &options).await }
+    }
+
     /// Like [`call`](Self::call), but fails with [`CallError::QueueFull`] at
     /// once instead of waiting when the pool queue is full.
     ///
@@ -131,6 +188,31 @@ impl ProcessPool {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        self.try_call_with(function, args, &CallOptions::default())
+            .await
+    }
+
+    /// Like [`call_with`](Self::call_with) (a timeout, a cancellation token, retries), but
+    /// fails with [`CallError::QueueFull`] at once instead of waiting when the pool queue is
+    /// full.
+    ///
+    /// # Errors
+    ///
+    /// As [`call_with`](Self::call_with), plus [`CallError::QueueFull`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call`](Self::call).
+    pub async fn try_call_with<A, R>(
+        &self,
+        function: &str,
+        args: &A,
+        options: &CallOptions,
+    ) -> Result<R, CallError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
         let result = match self.encode(function, args) {
             Ok(payload) => self
                 .send_raw(
@@ -138,7 +220,7 @@ impl ProcessPool {
                     payload,
                     false,
                     Vec::new(),
-                    &CallOptions::default(),
+                    options,
                     false,
                 )
                 .await
@@ -221,12 +303,15 @@ impl ProcessPool {
     /// A snapshot of the pool's workers, queue, outcomes and latency.
     pub fn stats(&self) -> ProcessPoolStats {
         let st = self.inner.lock();
-        let live = st.workers.len();
-        let busy = st.workers.iter().filter(|w| w.in_flight > 0).count();
-        let queued = st.queue.iter().filter(|j| !j.abandoned()).count();
-        let starting = st.starting;
+        let live = Live {
+            workers: st.workers.len(),
+            busy: st.workers.iter().filter(|w| w.in_flight > 0).count(),
+            in_flight: st.workers.iter().map(|w| w.in_flight).sum(),
+            queued: st.queue.iter().filter(|j| !j.abandoned()).count(),
+            starting: st.starting,
+        };
         drop(st);
-        self.inner.counters.snapshot(live, busy, queued, starting)
+        self.inner.counters.snapshot(live)
     }
 
     /// Events of the pool's workers (spawned, ready, exited, recycled, calls
@@ -319,7 +404,7 @@ impl ProcessPool {
         };
         inner
             .counters
-            .restarts
+            .recycle_starts
             .fetch_add(started.len() as u64, Ordering::Relaxed);
         for (id, s) in started {
             register(inner, s, id, generation, false);
@@ -338,67 +423,94 @@ impl ProcessPool {
         for h in &old {
             inner.retired(h, RecycleReason::Reload);
         }
-        // Wait for the old generation to finish its calls and exit.
-        loop {
-            let settled = inner.settled.notified();
-            tokio::pin!(settled);
-            settled.as_mut().enable();
-            let gone = {
-                let st = inner.lock();
-                !st.workers.iter().any(|w| w.generation < generation)
-            };
-            if gone {
-                return Ok(());
-            }
-            settled.await;
-        }
+        // Wait for the old generation to finish its calls, exit and be reaped.
+        self.wait_until(|st| {
+            !st.workers.iter().any(|w| w.generation < generation)
+                && old.iter().all(|h| h.finished.load(Ordering::Acquire))
+        })
+        .await;
+        Ok(())
     }
 
-    /// Stops the pool gracefully: new calls fail with
-    /// [`CallError::Stopped`]; queued and running calls finish; then each
-    /// worker gets `SHUTDOWN`, and, if it has not exited within the stop
-    /// timeout, the stop signal, then `SIGKILL` one stop timeout later.
-    /// Returns when every call has settled and every worker is reaped. Calling
-    /// it again waits the same way.
+    /// Stops the pool gracefully, in bounded time, with the stop timeout as the grace of
+    /// each step: see [`stop_with`](Self::stop_with). Returns when every call has settled and
+    /// every worker is reaped.
     ///
     /// # Cancel safety
     ///
-    /// If dropped, the pool still stops (new calls are refused, workers exit
-    /// when their calls are done).
+    /// As [`stop_with`](Self::stop_with).
     pub async fn stop(&self) {
+        self.stop_with(self.inner.config.stop_timeout).await;
+    }
+
+    /// Stops the pool at once: [`stop_with`](Self::stop_with) a grace of zero. Queued calls
+    /// fail with [`CallError::Stopped`], every worker is killed, and the calls they held fail
+    /// with [`CallError::WorkerLost`] (reason [`ExitReason::Stopped`](super::ExitReason::Stopped)). Returns when every
+    /// worker is reaped.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`stop_with`](Self::stop_with).
+    pub async fn stop_now(&self) {
+        self.stop_with(Duration::ZERO).await;
+    }
+
+    /// Stops the pool, giving each step at most `grace`. The sequence, each step bounded:
+    ///
+    /// 1. **Intake stops**: new calls fail with [`CallError::Stopped`]; no worker is started.
+    /// 2. **Drain**, up to `grace`: queued and running calls go on (workers still take queued
+    ///    calls as slots free up).
+    /// 3. Calls still **queued** fail with [`CallError::Stopped`].
+    /// 4. Every worker gets **`SHUTDOWN`** (it finishes the calls it holds and exits) and has
+    ///    `grace` to exit; then the **stop signal** ([`stop_signal`](super::ProcessPoolBuilder::stop_signal),
+    ///    `SIGTERM` by default) and another `grace`; then **`SIGKILL`**. Calls a worker held when
+    ///    it was killed fail with [`CallError::WorkerLost`], reason [`ExitReason::Stopped`](super::ExitReason::Stopped).
+    /// 5. Returns once every worker is reaped and every call has settled; the event stream
+    ///    ends with [`ProcessEvent::Stopped`].
+    ///
+    /// So it takes at most three times `grace` (the stop timeout, for [`stop`](Self::stop)),
+    /// plus the ready timeout if a worker was being started (it is told to shut down as soon as
+    /// it is ready). Calling it again, or [`stop_now`](Self::stop_now) while a stop is under
+    /// way, shortens the grace of the steps still running; it waits the same way.
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped, the pool stays stopping (it takes no new calls), but the steps not reached
+    /// are not taken until a stop is awaited again or the last handle is dropped.
+    pub async fn stop_with(&self, grace: Duration) {
         let inner = &self.inner;
-        inner.lock().stopping = true;
+        let nanos = u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX - 1);
+        inner.stop_grace.fetch_min(nanos, Ordering::AcqRel);
+        let handles: Vec<_> = {
+            let mut st = inner.lock();
+            st.stopping = true;
+            st.workers.iter().map(|w| Arc::clone(&w.handle)).collect()
+        };
         inner.supervisor.notify_one();
+        // Workers already shutting down re-read the (maybe shorter) grace.
+        for h in &handles {
+            h.wake.notify_one();
+        }
         // Drain: nothing queued, nothing in flight (or no worker left to run it).
-        self.wait_until(|st| {
+        let drained = self.wait_until(|st| {
             (st.queue.is_empty() && st.workers.iter().all(|w| w.in_flight == 0))
                 || (st.workers.is_empty() && st.starting == 0)
-        })
-        .await;
-        let handles: Vec<_> = inner
-            .lock()
-            .workers
-            .iter()
-            .map(|w| Arc::clone(&w.handle))
-            .collect();
+        });
+        let _ = tokio::time::timeout(grace, drained).await;
+        inner.fail_queue(|| CallError::Stopped);
+        let handles: Vec<_> = {
+            let mut st = inner.lock();
+            st.shutdown_all = true;
+            st.workers.iter().map(|w| Arc::clone(&w.handle)).collect()
+        };
         for h in &handles {
             h.shutdown.store(true, Ordering::Release);
             h.wake.notify_one();
         }
-        self.wait_until(|st| st.workers.is_empty() && st.starting == 0)
+        self.wait_until(|st| st.workers.is_empty() && st.starting == 0 && st.conns == 0)
             .await;
-        // Calls left over if every worker died during the drain.
+        // Calls sent back to the queue by workers that ended meanwhile: no worker is left.
         inner.fail_queue(|| CallError::Stopped);
-        for h in handles {
-            let task = h
-                .task
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if let Some(task) = task {
-                let _ = task.await;
-            }
-        }
         inner.events.send(ProcessEvent::Stopped);
         inner.events.end();
     }

@@ -31,6 +31,28 @@
 //!
 //! Cancelled calls (their caller dropped the answer's receiver) are skipped
 //! when pulled or taken from an outbox, and counted as answered at once.
+//!
+//! # Every state of a call, every ending
+//!
+//! A call is in one of four states: **queued** (in the pool queue), **outbox** (routed to a
+//! worker, whose in-flight count it raised, not yet written by its connection task),
+//! **running** (written, not answered) or **answered** (the answer waits in the caller's
+//! receiver, not yet read). Each ending meets each state in one way, and has a test (files in
+//! `tests/`; `state::` is this module's own tests). "Ignored" means a worker that does not
+//! answer the `CANCEL`: it gets no new call, finishes its others within one more cancel grace,
+//! then is killed and replaced, and a fifth call is served.
+//!
+//! | ending | queued | outbox | running | answered |
+//! |---|---|---|---|---|
+//! | answer, error, panic | — (answered only once sent) | — | `process_pool_faults`: `typed_values_round_trip_in_postcard`, `a_function_error_is_failed_with_its_message`, `a_panic_is_panicked_with_its_message_and_the_same_worker_keeps_serving` | read as it came: every call test |
+//! | timeout | withdrawn, never sent: `process_pool::stats_follow_queueing_outcomes_and_restarts` | never written, slot freed: `state::an_outbox_call_given_up_is_never_written_and_frees_its_slot` | `CANCEL`: `process_pool_faults::a_timed_out_async_call_is_cancelled_and_the_same_worker_keeps_serving`; ignored: `process_pool::a_timed_out_call_is_cancelled_and_a_worker_that_ignores_it_is_killed_and_replaced`, `process_pool_faults::a_hung_sync_call_times_out_and_its_worker_is_killed_and_replaced` | the answer stands: `process_pool_endings::an_answer_not_yet_read_stands_past_its_timeout_token_worker_s_death_and_stop_now` |
+//! | token | withdrawn: `process_pool_behaviour::a_queued_call_withdrawn_by_its_token_or_by_dropping_it_never_reaches_the_worker`; already fired: never routed, `process_pool_endings::a_call_with_an_already_cancelled_token_is_never_routed` | as timeout | `CANCEL`: `process_pool_behaviour::a_running_call_is_cancelled_by_its_token_or_by_dropping_it_and_the_worker_stays`, `process_pool_faults::a_sync_call_that_sees_its_cancel_keeps_its_worker`; ignored: `process_pool_endings::calls_cancelled_by_token_on_a_worker_that_ignores_cancel_get_it_replaced` | the answer stands: as timeout |
+//! | drop of the future | withdrawn: as token | as timeout | `CANCEL`: as token; ignored: `process_pool_endings::dropped_calls_on_a_worker_that_ignores_cancel_get_it_replaced_and_a_fifth_call_runs` | nothing is cancelled, no kill: `process_pool_endings::dropping_an_answered_call_before_reading_it_kills_nothing` |
+//! | pool stop | served during the drain: `process_pool_behaviour::stop_settles_running_and_queued_calls_with_their_values`; still queued after it: `Stopped`, `process_pool_endings::stop_with_a_grace_fails_the_queued_call_and_loses_the_call_that_never_ends` | written before `SHUTDOWN`, nothing pulled after: `state::a_worker_told_to_shut_down_gets_its_outbox_then_shutdown_and_no_queued_call` | finishes: as queued; never ends: lost (stopped) within the bound, `process_pool_endings::stop_returns_in_bounded_time_with_a_call_that_is_never_answered` and `stop_with_a_grace_...` | the answer stands: as timeout |
+//! | stop_now | `Stopped` at once: `process_pool_endings::stop_now_fails_queued_calls_and_kills_the_workers_at_once` | as pool stop | lost (stopped) at once: `stop_now_fails_...`; shortening a stop under way: `process_pool_endings::stop_now_shortens_a_stop_under_way` | the answer stands: as timeout |
+//! | worker death | stays queued, runs on the replacement: `process_pool_behaviour::calls_queued_when_the_only_worker_crashes_run_on_its_replacement` | back to the front of the queue: `state::outbox_calls_of_a_worker_that_died_go_back_to_the_front_of_the_queue` | lost, after the worker left the pool: `process_pool_faults::a_crash_fails_only_its_call_with_the_exit_code_and_the_worker_is_replaced`, `process_pool_endings::a_lost_worker_is_out_of_the_pool_when_its_calls_fail`, `process_pool_chaos`; retried if allowed: `process_pool_behaviour::a_call_allowing_retries_is_sent_again_when_its_worker_dies_and_others_fail_as_lost` | the answer stands: as timeout |
+//! | heartbeat miss | as worker death (the worker is killed) | as worker death | lost (heartbeat missed): `process_pool::a_worker_that_stops_answering_heartbeats_is_killed_and_replaced`, `process_pool_protocol::s3_7_pongs_with_the_wrong_nonce_do_not_count` | as worker death |
+//! | recycle | taken by the replacement: `process_pool_endings::queued_calls_go_to_the_replacements_of_recycled_workers` | written: a retiring worker finishes what it was given (invariant 2), same test | finishes, then the worker exits: `process_pool_behaviour::reload_lets_calls_in_flight_finish_and_switches_to_the_new_command` | the answer stands |
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -39,12 +61,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, Notify};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::builder::{Config, WorkerCommand};
 use super::error::CallError;
 use super::events::{ProcessEvent, RecycleReason};
+use super::exit::{ExitReason, ProcessExit};
 use super::routing::Router;
 use super::stats::Counters;
 use crate::events::Hub;
@@ -54,10 +76,11 @@ use crate::protocol::{Encoding, ErrorBody};
 pub(crate) enum Reply {
     Value(bytes::Bytes),
     Error(ErrorBody),
-    /// The worker died holding it: its pid and exit status.
+    /// The worker ended holding it: its pid, why, and its exit status.
     Lost {
         pid: u32,
-        exit: String,
+        reason: ExitReason,
+        status: ProcessExit,
     },
     /// The pool could not run it (no workers left, crash loop, stopped).
     Refused(CallError),
@@ -99,7 +122,9 @@ pub(crate) struct WorkerHandle {
     pub(crate) wake: Notify,
     /// Set when the worker must finish its calls and exit.
     pub(crate) shutdown: AtomicBool,
-    pub(crate) task: Mutex<Option<JoinHandle<()>>>,
+    /// Set when its connection task has ended: the process is reaped and every call it held
+    /// has settled.
+    pub(crate) finished: AtomicBool,
 }
 
 /// FNV-1a for function names: short keys, looked up on every routing, no
@@ -140,9 +165,9 @@ pub(crate) struct Entry {
     pub(crate) generation: u64,
     /// Calls routed to it that its connection task has not taken yet.
     pub(crate) outbox: Vec<Job>,
-    /// Calls to cancel: id, and the grace after which an unanswered one
-    /// gets the worker killed.
-    pub(crate) cancels: Vec<(u64, Option<Duration>)>,
+    /// Calls given up by their callers, to cancel (`CANCEL`, then a kill if the worker does not
+    /// answer within the cancel grace).
+    pub(crate) cancels: Vec<u64>,
 }
 
 impl Entry {
@@ -170,6 +195,13 @@ pub(crate) struct State {
     pub(crate) next_worker: u64,
     /// Unplanned exits and failed starts, for the restart budget.
     pub(crate) crashes: VecDeque<Instant>,
+    /// Workers that died and have not been replaced yet: the next starts that bring the pool
+    /// back to `min` are counted as restarts.
+    pub(crate) dead_unreplaced: usize,
+    /// Connection tasks not yet ended (each owns a worker process until it is reaped).
+    pub(crate) conns: usize,
+    /// `stop` is past its drain: every worker, also one that becomes ready now, shuts down.
+    pub(crate) shutdown_all: bool,
     /// The last function name called: calls to it share one name, so the
     /// connection tasks compare pointers, not strings.
     pub(crate) last_function: Option<Arc<str>>,
@@ -192,6 +224,9 @@ pub(crate) struct Shared {
     pub(crate) supervisor: Arc<Notify>,
     pub(crate) counters: Counters,
     pub(crate) events: Hub<ProcessEvent>,
+    /// The stop grace in force, in nanoseconds (`u64::MAX`: not stopping). It only shrinks: a
+    /// later `stop_now` shortens a `stop` under way.
+    pub(crate) stop_grace: AtomicU64,
 }
 
 /// Why `submit` did not take a call.
@@ -216,6 +251,9 @@ impl Shared {
                 generation: 1,
                 next_worker: 0,
                 crashes: VecDeque::new(),
+                dead_unreplaced: 0,
+                conns: 0,
+                shutdown_all: false,
                 last_function: None,
             }),
             events: Hub::new(config.event_capacity, ProcessEvent::Lagged),
@@ -227,7 +265,15 @@ impl Shared {
             settled: Notify::new(),
             supervisor: Arc::new(Notify::new()),
             counters: Counters::new(),
+            stop_grace: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// How long a worker told to shut down may take at each step (to exit after `SHUTDOWN`,
+    /// and again after the stop signal): the stop timeout, or a shorter stop grace in force.
+    pub(crate) fn shutdown_grace(&self) -> Duration {
+        let grace = self.stop_grace.load(Ordering::Acquire);
+        self.config.stop_timeout.min(Duration::from_nanos(grace))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -335,15 +381,17 @@ impl Shared {
         self.retired(&handle, reason);
     }
 
-    /// Asks every worker to cancel call `id` (only the one holding it acts).
-    pub(crate) fn cancel(&self, id: u64, kill_after: Option<Duration>) {
-        // A call still queued needs nothing: its caller dropped the receiver,
+    /// Call `id` was given up by its caller (timeout, token, dropped future): asks every
+    /// worker holding calls to cancel it (only the one holding it acts: `CANCEL`, then a kill
+    /// if no answer comes within the cancel grace).
+    pub(crate) fn cancel(&self, id: u64) {
+        // A call still queued or in an outbox needs nothing: its caller dropped the receiver,
         // so it is skipped when reached and does not count against a full queue.
         let mut st = self.lock();
         let mut wake = Vec::new();
         for w in &mut st.workers {
             if w.in_flight > 0 {
-                w.cancels.push((id, kill_after));
+                w.cancels.push(id);
                 wake.push(Arc::clone(&w.handle));
             }
         }
@@ -358,7 +406,7 @@ impl Shared {
 #[derive(Default)]
 pub(crate) struct Exchange {
     pub(crate) calls: Vec<Job>,
-    pub(crate) cancels: Vec<(u64, Option<Duration>)>,
+    pub(crate) cancels: Vec<u64>,
     /// The worker must finish and exit: it retired and holds nothing, or the
     /// pool stops.
     pub(crate) shutdown: bool,
@@ -387,6 +435,8 @@ impl Shared {
         let mut pulled = false;
         let mut retired = None;
         let mut known: Option<Arc<str>> = None;
+        // A worker told to shut down takes no new call (no `CALL` after `SHUTDOWN`).
+        let pull = pull && !entry.handle.shutdown.load(Ordering::Acquire);
         while pull && entry.retiring.is_none() && entry.in_flight < entry.limit {
             // The first queued call this worker serves (calls for functions it
             // lacks are left to the others), looking a bounded way ahead.
@@ -462,8 +512,12 @@ impl Shared {
     /// restart budget. Returns the entry if it was there.
     pub(crate) fn remove(&self, id: u64, retry: Vec<Job>, crashed: bool) -> Option<Entry> {
         let mut st = self.lock();
+        if crashed {
+            self.counters.crashed.fetch_add(1, Ordering::Relaxed);
+        }
         if crashed && !st.stopping {
             st.crashes.push_back(Instant::now());
+            st.dead_unreplaced += 1;
         }
         let pos = st.workers.iter().position(|w| w.handle.id == id);
         let mut entry = pos.map(|p| st.workers.remove(p));
@@ -493,6 +547,13 @@ impl Shared {
         entry
     }
 
+    /// A connection task ended: its worker is reaped and its calls settled.
+    pub(crate) fn conn_ended(&self, handle: &WorkerHandle) {
+        handle.finished.store(true, Ordering::Release);
+        self.lock().conns -= 1;
+        self.settled.notify_waiters();
+    }
+
     /// Fails every queued call with `error` (no worker can ever take them).
     pub(crate) fn fail_queue(&self, error: impl Fn() -> CallError) {
         let jobs: Vec<Job> = self.lock().queue.drain(..).collect();
@@ -513,5 +574,154 @@ impl Drop for Shared {
             w.handle.wake.notify_one();
         }
         self.supervisor.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Calls in a worker's outbox (routed, not yet written): a state its connection task
+    //! leaves within one turn, so no test with a real process can hold a call there. Each
+    //! ending, on a pool state with a stand-in worker.
+
+    use super::*;
+    use crate::process::builder::ProcessPoolBuilder;
+
+    fn shared() -> Shared {
+        let config = ProcessPoolBuilder::new(WorkerCommand::new("unused")).into_config();
+        Shared::new(config, Encoding::Json)
+    }
+
+    /// A stand-in worker serving `echo`, with room for `limit` calls.
+    fn add_worker(pool: &Shared, limit: usize) -> u64 {
+        let mut st = pool.lock();
+        st.next_worker += 1;
+        let id = st.next_worker;
+        st.workers.push(Entry {
+            handle: Arc::new(WorkerHandle {
+                id,
+                pid: 0,
+                functions: ["echo".to_owned()].into_iter().collect(),
+                batch: false,
+                fds: false,
+                wake: Notify::new(),
+                shutdown: AtomicBool::new(false),
+                finished: AtomicBool::new(false),
+            }),
+            in_flight: 0,
+            limit,
+            sent: 0,
+            retiring: None,
+            idle_since: Instant::now(),
+            retire_at: None,
+            generation: 1,
+            outbox: Vec::new(),
+            cancels: Vec::new(),
+        });
+        id
+    }
+
+    /// Submits a call to `echo`; its answer's receiver.
+    fn submit(pool: &Shared) -> (u64, oneshot::Receiver<Reply>) {
+        let (reply, answer) = oneshot::channel();
+        let id = pool.next_call.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            id,
+            function: Arc::from("echo"),
+            payload: bytes::Bytes::from_static(b"1"),
+            many: false,
+            retries_left: 0,
+            fds: Vec::new(),
+            started: Instant::now(),
+            reply,
+        };
+        assert!(pool.submit(job).is_ok());
+        (id, answer)
+    }
+
+    fn in_flight(pool: &Shared, worker: u64) -> usize {
+        let st = pool.lock();
+        st.workers
+            .iter()
+            .find(|w| w.handle.id == worker)
+            .map_or(0, |w| w.in_flight)
+    }
+
+    fn queued(pool: &Shared) -> Vec<u64> {
+        pool.lock().queue.iter().map(|j| j.id).collect()
+    }
+
+    /// Drop, token, timeout: the caller gave the call up (its receiver is gone) while the call
+    /// sat in the outbox. It is never written, and its slot is free at once.
+    #[tokio::test]
+    async fn an_outbox_call_given_up_is_never_written_and_frees_its_slot() {
+        let pool = shared();
+        let w = add_worker(&pool, 1);
+        let (_, answer) = submit(&pool);
+        assert_eq!(in_flight(&pool, w), 1);
+        drop(answer);
+        let mut out = Exchange::default();
+        pool.exchange(w, 0, &mut out, true);
+        assert!(out.calls.is_empty(), "the given-up call was handed out");
+        assert_eq!(in_flight(&pool, w), 0);
+    }
+
+    /// Worker death: calls in its outbox were never written, so they go back to the front of
+    /// the queue, in order, before the calls that were waiting there; none is answered.
+    #[tokio::test]
+    async fn outbox_calls_of_a_worker_that_died_go_back_to_the_front_of_the_queue() {
+        let pool = shared();
+        let w = add_worker(&pool, 2);
+        let (a, mut answer_a) = submit(&pool);
+        let (b, mut answer_b) = submit(&pool);
+        let (c, _answer_c) = submit(&pool); // no room: queued
+        assert_eq!(queued(&pool), [c]);
+        let entry = pool.remove(w, Vec::new(), true).expect("it was there");
+        assert!(entry.outbox.is_empty(), "the outbox was taken");
+        assert_eq!(queued(&pool), [a, b, c]);
+        assert!(answer_a.try_recv().is_err() && answer_b.try_recv().is_err());
+        assert_eq!(pool.counters.crashed.load(Ordering::Relaxed), 1);
+        assert_eq!(pool.lock().dead_unreplaced, 1);
+    }
+
+    /// Stop (and stop_now, the same with no grace): a worker told to shut down is handed the
+    /// calls already routed to it (written before `SHUTDOWN`), and no queued call after them.
+    #[tokio::test]
+    async fn a_worker_told_to_shut_down_gets_its_outbox_then_shutdown_and_no_queued_call() {
+        let pool = shared();
+        let w = add_worker(&pool, 1);
+        let (a, _answer_a) = submit(&pool);
+        let (b, _answer_b) = submit(&pool); // queued
+        let handle = Arc::clone(&pool.lock().workers[0].handle);
+        handle.shutdown.store(true, Ordering::Release);
+        let mut out = Exchange::default();
+        pool.exchange(w, 0, &mut out, true);
+        assert_eq!(out.calls.iter().map(|j| j.id).collect::<Vec<_>>(), [a]);
+        assert!(out.shutdown);
+        // Its call answered: the slot is free, but the queued call stays for `stop` to fail.
+        let mut out = Exchange::default();
+        pool.exchange(w, 1, &mut out, true);
+        assert!(out.calls.is_empty());
+        assert_eq!(queued(&pool), [b]);
+    }
+
+    /// A cancel goes to the workers holding calls only (the one holding the call acts on it).
+    #[tokio::test]
+    async fn a_cancel_goes_to_the_workers_holding_calls() {
+        let pool = shared();
+        let busy = add_worker(&pool, 1);
+        let idle = add_worker(&pool, 1);
+        let (a, _answer) = submit(&pool);
+        pool.cancel(a);
+        let st = pool.lock();
+        let cancels = |id: u64| {
+            st.workers
+                .iter()
+                .find(|w| w.handle.id == id)
+                .unwrap()
+                .cancels
+                .clone()
+        };
+        assert_eq!(cancels(busy), [a]);
+        assert!(cancels(idle).is_empty());
     }
 }

@@ -16,18 +16,32 @@ pub struct ProcessPoolStats {
     pub workers: usize,
     /// Workers holding at least one call.
     pub busy: usize,
+    /// Calls routed to a worker and not answered yet.
+    pub in_flight: usize,
     /// Calls waiting for a worker with a free slot.
     pub queued: usize,
     /// Calls that returned a value.
     pub completed: u64,
-    /// Calls that ended in any error (including timeouts and lost workers).
+    /// Calls that ended in an error: their own, a timeout, a lost worker, ... (not cancelled
+    /// ones).
     pub failed: u64,
-    /// Calls whose worker died while holding them.
+    /// Calls given up by their caller: cancelled by their token (also before they were sent),
+    /// or their future dropped before the answer.
+    pub cancelled: u64,
+    /// Calls whose worker ended while holding them.
     pub lost: u64,
     /// Calls that timed out.
     pub timed_out: u64,
-    /// Workers started after the first ones (replacements, growth, recycling).
+    /// Workers that ended without the pool asking, or that the pool killed for misbehaving
+    /// (counted before the calls they held settle).
+    pub crashed: u64,
+    /// Workers started to replace one that ended unexpectedly (see `crashed`).
     pub restarts: u64,
+    /// Workers started because calls waited for room (growth towards `max`).
+    pub growth_starts: u64,
+    /// Workers started to replace retired ones (recycled by calls, memory, age or an ignored
+    /// cancel) and by [`recycle`](super::ProcessPool::recycle) / [`reload`](super::ProcessPool::reload).
+    pub recycle_starts: u64,
     /// Calls sent again because their worker died (opt-in retries).
     pub retried: u64,
     /// Workers being started.
@@ -36,13 +50,26 @@ pub struct ProcessPoolStats {
     pub latency: Percentiles,
 }
 
+/// What the pool state says at the moment of a snapshot.
+pub(crate) struct Live {
+    pub(crate) workers: usize,
+    pub(crate) busy: usize,
+    pub(crate) in_flight: usize,
+    pub(crate) queued: usize,
+    pub(crate) starting: usize,
+}
+
 /// The counters behind [`ProcessPoolStats`].
 pub(crate) struct Counters {
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) lost: AtomicU64,
     pub(crate) timed_out: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) crashed: AtomicU64,
     pub(crate) restarts: AtomicU64,
+    pub(crate) growth_starts: AtomicU64,
+    pub(crate) recycle_starts: AtomicU64,
     pub(crate) retried: AtomicU64,
     /// Starts since the supervisor last looked (they drive its backoff).
     pub(crate) spawn_failures: AtomicU64,
@@ -57,7 +84,11 @@ impl Counters {
             failed: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            crashed: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            growth_starts: AtomicU64::new(0),
+            recycle_starts: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             spawn_failures: AtomicU64::new(0),
             spawn_successes: AtomicU64::new(0),
@@ -70,6 +101,9 @@ impl Counters {
         match result {
             Ok(_) => {
                 self.completed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) if e.is_cancelled() => {
+                self.cancelled.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
@@ -94,18 +128,29 @@ impl Counters {
         }
     }
 
-    pub(crate) fn snapshot(
-        &self,
-        workers: usize,
-        busy: usize,
-        queued: usize,
-        starting: usize,
-    ) -> ProcessPoolStats {
+    /// A dropped call future gave up its call.
+    pub(crate) fn dropped(&self) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, live: Live) -> ProcessPoolStats {
+        let Live {
+            workers,
+            busy,
+            in_flight,
+            queued,
+            starting,
+        } = live;
         ProcessPoolStats {
             workers,
             busy,
+            in_flight,
             queued,
             starting,
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            crashed: self.crashed.load(Ordering::Relaxed),
+            growth_starts: self.growth_starts.load(Ordering::Relaxed),
+            recycle_starts: self.recycle_starts.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
             completed: self.completed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),

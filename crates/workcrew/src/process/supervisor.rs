@@ -96,6 +96,7 @@ fn reconcile(pool: &Arc<Shared>, backoff: &mut Backoff, next_rss: &mut Instant) 
     let mut starts = Vec::new();
     let mut crash_loop_now = None;
     let mut fail_queue = false;
+    let stopping;
     {
         let mut st = pool.lock();
         // The restart budget.
@@ -157,8 +158,9 @@ fn reconcile(pool: &Arc<Shared>, backoff: &mut Backoff, next_rss: &mut Instant) 
             .iter()
             .any(|w| w.retiring.is_none() && w.in_flight < w.limit);
         let waiting = st.queue.iter().any(|j| !j.abandoned());
-        let mut want = if st.stopping { 0 } else { config.min_workers };
-        if waiting && !room && st.starting == 0 {
+        let floor = if st.stopping { 0 } else { config.min_workers };
+        let mut want = floor;
+        if waiting && !room && st.starting == 0 && !st.stopping {
             want = want.max(live + 1);
         }
         let want = want.min(config.max_workers);
@@ -167,18 +169,33 @@ fn reconcile(pool: &Arc<Shared>, backoff: &mut Backoff, next_rss: &mut Instant) 
             match backoff.until {
                 Some(at) if at > now => soonest(at),
                 _ => {
-                    for _ in have..want {
+                    for n in have..want {
+                        // Starts up to `min` replace workers that died (restarts), then
+                        // retired ones; starts above it are growth.
+                        let kind = if n >= floor {
+                            Start::Growth
+                        } else if st.dead_unreplaced > 0 {
+                            st.dead_unreplaced -= 1;
+                            Start::Restart
+                        } else {
+                            Start::Recycle
+                        };
                         st.starting += 1;
                         st.next_worker += 1;
-                        starts.push((st.next_worker, st.generation, st.command.clone()));
+                        starts.push((st.next_worker, st.generation, st.command.clone(), kind));
                     }
                 }
             }
+        }
+        if have >= floor {
+            // Deaths the pool did not need to make up for (above `min`) are no restarts.
+            st.dead_unreplaced = 0;
         }
         if st.workers.is_empty() && st.starting == 0 && !st.queue.is_empty() {
             // Nobody will ever take the queued calls.
             fail_queue = st.crash_loop.is_some() || st.stopping;
         }
+        stopping = st.stopping;
     }
     if let Some(restarts) = crash_loop_now {
         tracing::error!(
@@ -191,6 +208,7 @@ fn reconcile(pool: &Arc<Shared>, backoff: &mut Backoff, next_rss: &mut Instant) 
     if fail_queue {
         let crash_loop = pool.lock().crash_loop;
         pool.fail_queue(|| match crash_loop {
+            _ if stopping => CallError::Stopped,
             Some((restarts, window)) => CallError::CrashLoop { restarts, window },
             None => CallError::NoWorkers,
         });
@@ -198,19 +216,42 @@ fn reconcile(pool: &Arc<Shared>, backoff: &mut Backoff, next_rss: &mut Instant) 
     for (handle, reason) in retire {
         pool.retired(&handle, reason);
     }
-    for (id, generation, command) in starts {
+    for (id, generation, command, kind) in starts {
         let weak = Arc::downgrade(pool);
         tokio::spawn(async move {
             let ok = start_worker(weak.clone(), id, generation, command).await;
             if let Some(p) = weak.upgrade() {
-                if !ok {
-                    p.lock().crashes.push_back(Instant::now());
+                let counter = match kind {
+                    Start::Restart => &p.counters.restarts,
+                    Start::Growth => &p.counters.growth_starts,
+                    Start::Recycle => &p.counters.recycle_starts,
+                };
+                if ok {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let mut st = p.lock();
+                    st.crashes.push_back(Instant::now());
+                    if kind == Start::Restart {
+                        // Still to be replaced: the next attempt is the restart.
+                        st.dead_unreplaced += 1;
+                    }
                 }
                 p.supervisor.notify_one();
             }
         });
     }
     next
+}
+
+/// Why the supervisor starts a worker, for the stats.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// A worker died: back to `min`.
+    Restart,
+    /// A worker retired: back to `min`.
+    Recycle,
+    /// Calls wait for room: above `min`.
+    Growth,
 }
 
 /// Starts one worker of `generation` and adds it to the pool. False if it
@@ -236,7 +277,6 @@ pub(crate) async fn start_worker(
                 .counters
                 .spawn_successes
                 .fetch_add(1, Ordering::AcqRel);
-            shared.counters.restarts.fetch_add(1, Ordering::Relaxed);
             register(&shared, started, id, generation, true);
             true
         }
@@ -266,6 +306,7 @@ pub(crate) fn register(
 ) -> Arc<WorkerHandle> {
     let config = &pool.config;
     let hello = &started.hello;
+    // At least 1: the handshake refuses a `HELLO` announcing 0.
     let concurrency = hello.concurrency.max(1) as usize;
     let handle = Arc::new(WorkerHandle {
         id,
@@ -275,7 +316,7 @@ pub(crate) fn register(
         fds: hello.fds,
         wake: tokio::sync::Notify::new(),
         shutdown: std::sync::atomic::AtomicBool::new(false),
-        task: std::sync::Mutex::new(None),
+        finished: std::sync::atomic::AtomicBool::new(false),
     });
     let now = Instant::now();
     let retire_at = config.max_age.map(|(age, jitter)| {
@@ -289,7 +330,8 @@ pub(crate) fn register(
         if counted {
             st.starting -= 1;
         }
-        if st.stopping && st.queue.is_empty() {
+        st.conns += 1;
+        if st.shutdown_all || (st.stopping && st.queue.is_empty()) {
             handle.shutdown.store(true, Ordering::Release);
         }
         st.workers.push(Entry {
@@ -320,16 +362,14 @@ pub(crate) fn register(
         stop_signal: config.stop_signal,
         cancel_grace: config.cancel_grace,
     };
-    let task = tokio::spawn(conn::run(
+    // Owned by the pool state: `conns` counts it until it has reaped its worker and settled
+    // its calls, and `stop` waits for that.
+    tokio::spawn(conn::run(
         Arc::downgrade(pool),
         Arc::clone(&handle),
         started,
         settings,
     ));
-    *handle
-        .task
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
     tracing::debug!(
         worker = id,
         worker_pid = handle.pid,
@@ -394,7 +434,6 @@ mod tests {
     //! reaped, when an old one retires, how long a failed start backs off.
 
     use std::sync::atomic::AtomicBool;
-    use std::sync::Mutex;
     use std::time::Duration;
 
     use tokio::sync::Notify;
@@ -421,7 +460,7 @@ mod tests {
                 fds: false,
                 wake: Notify::new(),
                 shutdown: AtomicBool::new(false),
-                task: Mutex::new(None),
+                finished: AtomicBool::new(false),
             }),
             in_flight,
             limit: 4,

@@ -5,7 +5,8 @@
 //! A handler decodes the arguments when the call starts, straight from the receive buffer
 //! (the payload is borrowed from it, so nothing is copied or allocated for it), and returns a
 //! future that owns everything it needs. Sync functions run on tokio's blocking threads and
-//! encode their result there too; async functions run inside the serving task. The serving
+//! encode their result there too, with their call's cancel [`Flag`] as the thread's current
+//! call (see [`super::cancel`]); async functions run inside the serving task. The serving
 //! loop catches panics around starting and polling every call, so a handler only catches them
 //! itself where it must say which item of a `CALL_MANY` chunk panicked.
 
@@ -21,21 +22,31 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::cancel::{within_call, Flag};
 use crate::protocol::{Encoding, ErrorBody, ErrorKind};
 
 /// A call's answer: the encoded result, or the error to report.
 pub(crate) type CallResult = Result<Vec<u8>, ErrorBody>;
 
-/// A started call.
+/// A started call's answer.
 pub(crate) type CallFuture = BoxFuture<'static, CallResult>;
+
+/// A started call.
+pub(crate) struct Started {
+    pub(crate) fut: CallFuture,
+    /// A sync call's cancel, which its function's thread sees: a cancel sets it, and the call
+    /// is answered once the function returns. `None` for an async call (a cancel drops its
+    /// future) or one that is over already.
+    pub(crate) flag: Option<Arc<Flag>>,
+}
 
 /// One function a worker serves.
 pub(crate) trait Handler: Send + Sync {
     /// Starts a call (`CALL`, or `CALL_FDS` with its descriptors).
-    fn call(&self, encoding: Encoding, payload: &[u8], fds: Vec<OwnedFd>) -> CallFuture;
+    fn call(&self, encoding: Encoding, payload: &[u8], fds: Vec<OwnedFd>) -> Started;
 
     /// Starts a `CALL_MANY` chunk: the function on each item in order.
-    fn call_many(&self, encoding: Encoding, payload: &[u8]) -> CallFuture;
+    fn call_many(&self, encoding: Encoding, payload: &[u8]) -> Started;
 
     /// Whether the function was registered to take file descriptors.
     fn takes_fds(&self) -> bool;
@@ -61,8 +72,18 @@ fn at_item(index: usize, mut e: ErrorBody) -> ErrorBody {
 }
 
 /// A call that is over before it started.
-fn fail_now(e: ErrorBody) -> CallFuture {
-    futures::future::ready(Err(e)).boxed()
+fn fail_now(e: ErrorBody) -> Started {
+    unstoppable(futures::future::ready(Err(e)).boxed())
+}
+
+/// An async call (or one that is over): a cancel drops it.
+fn unstoppable(fut: CallFuture) -> Started {
+    Started { fut, flag: None }
+}
+
+/// The error of a call cancelled by the pool, once its function has ended.
+pub(crate) fn cancelled(id: u64) -> ErrorBody {
+    error(ErrorKind::Cancelled, format!("call {id} cancelled"))
 }
 
 fn decode<A: DeserializeOwned>(encoding: Encoding, payload: &[u8]) -> Result<A, ErrorBody> {
@@ -131,36 +152,56 @@ where
     R: Serialize + Send + 'static,
     E: Display + Send + 'static,
 {
-    fn call(&self, encoding: Encoding, payload: &[u8], fds: Vec<OwnedFd>) -> CallFuture {
+    fn call(&self, encoding: Encoding, payload: &[u8], fds: Vec<OwnedFd>) -> Started {
         let args: A = match decode(encoding, payload) {
             Ok(args) => args,
             Err(e) => return fail_now(e),
         };
         let f = Arc::clone(&self.f);
+        let flag = Arc::new(Flag::default());
+        let theirs = Arc::clone(&flag);
         // The result is encoded on the blocking thread too: it may be large.
-        let task = tokio::task::spawn_blocking(move || answer(encoding, f(args, fds)));
-        async move { task.await.unwrap_or_else(|e| Err(joined(e))) }.boxed()
+        let task = tokio::task::spawn_blocking(move || {
+            within_call(Some(theirs), || answer(encoding, f(args, fds))).0
+        });
+        Started {
+            fut: async move { task.await.unwrap_or_else(|e| Err(joined(e))) }.boxed(),
+            flag: Some(flag),
+        }
     }
 
-    fn call_many(&self, encoding: Encoding, payload: &[u8]) -> CallFuture {
+    fn call_many(&self, encoding: Encoding, payload: &[u8]) -> Started {
         let items: Vec<A> = match decode_items(encoding, payload) {
             Ok(items) => items,
             Err(e) => return fail_now(e),
         };
         let f = Arc::clone(&self.f);
+        let flag = Arc::new(Flag::default());
+        let theirs = Arc::clone(&flag);
         // One blocking task for the whole chunk: a trivial item costs less than a thread hop.
         let task = tokio::task::spawn_blocking(move || {
-            let mut results = Vec::with_capacity(items.len());
-            for (index, item) in items.into_iter().enumerate() {
-                match std::panic::catch_unwind(AssertUnwindSafe(|| f(item, Vec::new()))) {
-                    Ok(Ok(value)) => results.push(value),
-                    Ok(Err(e)) => return Err(at_item(index, failed(e))),
-                    Err(payload) => return Err(at_item(index, panicked(payload))),
+            within_call(Some(Arc::clone(&theirs)), || {
+                let mut results = Vec::with_capacity(items.len());
+                for (index, item) in items.into_iter().enumerate() {
+                    if theirs.is_set() {
+                        // Cancelled: the items left are not started (the call is answered
+                        // `cancelled` by the serving loop).
+                        return Err(error(ErrorKind::Cancelled, "chunk cancelled"));
+                    }
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| f(item, Vec::new()))) {
+                        Ok(Ok(value)) => results.push(value),
+                        Ok(Err(e)) => return Err(at_item(index, failed(e))),
+                        Err(payload) => return Err(at_item(index, panicked(payload))),
+                    }
                 }
-            }
-            encode(encoding, &results)
+                encode(encoding, &results)
+            })
+            .0
         });
-        async move { task.await.unwrap_or_else(|e| Err(joined(e))) }.boxed()
+        Started {
+            fut: async move { task.await.unwrap_or_else(|e| Err(joined(e))) }.boxed(),
+            flag: Some(flag),
+        }
     }
 
     fn takes_fds(&self) -> bool {
@@ -183,23 +224,23 @@ where
     R: Serialize + Send + 'static,
     E: Display + Send + 'static,
 {
-    fn call(&self, encoding: Encoding, payload: &[u8], fds: Vec<OwnedFd>) -> CallFuture {
+    fn call(&self, encoding: Encoding, payload: &[u8], fds: Vec<OwnedFd>) -> Started {
         let args: A = match decode(encoding, payload) {
             Ok(args) => args,
             Err(e) => return fail_now(e),
         };
         // Called now, not in the future: the future then needs no handle on `f`.
         let fut = (self.f)(args, fds);
-        async move { answer(encoding, fut.await) }.boxed()
+        unstoppable(async move { answer(encoding, fut.await) }.boxed())
     }
 
-    fn call_many(&self, encoding: Encoding, payload: &[u8]) -> CallFuture {
+    fn call_many(&self, encoding: Encoding, payload: &[u8]) -> Started {
         let items: Vec<A> = match decode_items(encoding, payload) {
             Ok(items) => items,
             Err(e) => return fail_now(e),
         };
         let f = Arc::clone(&self.f);
-        async move {
+        let fut = async move {
             let mut results = Vec::with_capacity(items.len());
             for (index, item) in items.into_iter().enumerate() {
                 // Caught per item, so the error can name it; `f` runs inside the guard too.
@@ -214,7 +255,8 @@ where
             }
             encode(encoding, &results)
         }
-        .boxed()
+        .boxed();
+        unstoppable(fut)
     }
 
     fn takes_fds(&self) -> bool {

@@ -49,11 +49,50 @@
 //!
 //! # Cancellation
 //!
-//! When the pool cancels a call, an async call's future is dropped at once. A
-//! sync call's thread cannot be stopped: the call is answered `cancelled` at
-//! once, but the function runs to its end on its thread and its result is
-//! thrown away.
+//! The pool cancels a call when its caller gives it up (a timeout, a token,
+//! a dropped call future). The worker answers `cancelled` only once the
+//! function has really ended (`docs/protocol.md`, section 3.6):
+//!
+//! - an **async** function's future is dropped at once, which ends it; the
+//!   call is answered `cancelled` in the same pass;
+//! - a **sync** function's thread cannot be stopped. The function sees the
+//!   cancel through [`is_cancelled`] or its [`CallContext`] (which can also
+//!   wait for it) and should return early; the call is answered `cancelled`
+//!   once it has returned. A function that never looks keeps its slot: the
+//!   pool sends the worker no more calls than its concurrency, and kills and
+//!   replaces it if the call is not answered within the cancel grace. That is
+//!   how a runaway computation is stopped.
+//!
+//! ```no_run
+//! use workcrew::worker::Worker;
+//!
+//! fn main() -> Result<(), workcrew::worker::ServeError> {
+//!     Worker::builder()
+//!         .function("primes_below", |n: u64| {
+//!             let mut found = Vec::new();
+//!             for k in 2..n {
+//!                 if k % 1024 == 0 && workcrew::worker::is_cancelled() {
+//!                     return Err("cancelled".to_owned());
+//!                 }
+//!                 if (2..k).take_while(|d| d * d <= k).all(|d| k % d != 0) {
+//!                     found.push(k);
+//!                 }
+//!             }
+//!             Ok(found)
+//!         })
+//!         .build()
+//!         .run()
+//! }
+//! ```
+//!
+//! # Shutdown
+//!
+//! After `SHUTDOWN` the worker finishes and answers the calls it holds (still
+//! honouring cancels), then [`Worker::run`] returns `Ok`; so does end of file
+//! on the channel. The usual `main` then exits with status 0, and with a
+//! non-zero status (the error) if the channel broke.
 
+mod cancel;
 mod channel;
 mod handler;
 mod serve;
@@ -71,6 +110,8 @@ use tokio::net::UnixStream;
 
 use crate::protocol::{Encoding, FrameError, MessageError};
 use handler::Handler;
+
+pub use cancel::{is_cancelled, CallContext};
 
 /// A set of functions ready to serve.
 pub struct Worker {
@@ -129,9 +170,8 @@ impl Worker {
     ///
     /// One thread serves best: the loop reads, runs async calls and writes
     /// answers itself, and handing work between threads costs more than a
-    /// trivial call. Sync functions still run on blocking threads. When serving
-    /// ends, sync calls still running (only cancelled ones can be) are not
-    /// waited for.
+    /// trivial call. Sync functions still run on blocking threads. Serving ends
+    /// once every call has been answered.
     ///
     /// # Errors
     ///
@@ -185,8 +225,9 @@ impl Worker {
 
 impl WorkerBuilder {
     /// Registers a synchronous function, run on a blocking thread so it can
-    /// take its time without stalling heartbeats. A later registration under
-    /// the same name replaces it.
+    /// take its time without stalling heartbeats. A long one should check
+    /// [`is_cancelled`] now and then (see [Cancellation](self#cancellation)). A
+    /// later registration under the same name replaces it.
     pub fn function<F, A, R, E>(self, name: impl Into<String>, f: F) -> Self
     where
         F: Fn(A) -> Result<R, E> + Send + Sync + 'static,

@@ -16,25 +16,36 @@
 //!   as no async function blocks the thread, which the SDK docs forbid).
 //! - `CALL_FDS` takes its descriptors from the channel's queue; descriptors that came with any
 //!   other frame, or a `CALL_FDS` whose descriptors did not come, end serving with an error.
-//! - `CANCEL` drops the call's future and answers `cancelled` at once. A sync call's thread
-//!   cannot be stopped: it runs to its end and its answer is thrown away.
+//! - `CANCEL` of an async call drops its future and answers `cancelled` at once. A sync call's
+//!   thread cannot be stopped: `CANCEL` sets its flag (which the function sees through
+//!   [`super::CallContext`]) and the call is answered `cancelled` only once the function has
+//!   returned (`docs/protocol.md`, section 3.6), so the worker never runs more calls than its
+//!   concurrency; one that never returns is left to the pool's cancel-grace kill.
+//! - Around each poll of an async call, the call's context is the thread's current call, so
+//!   its function can take it ([`super::CallContext::current`]).
 //! - A panic while starting or polling a call becomes that call's `panicked` answer.
-//! - `SHUTDOWN` or end of file stops reading; the running calls finish and are answered, the
-//!   send buffer is flushed, then serving returns. A malformed frame ends serving at once.
+//! - After `SHUTDOWN` the loop goes on reading (`CANCEL` and `PING` may still come) until the
+//!   calls it holds are answered and the send buffer is flushed; then serving returns. A call
+//!   after `SHUTDOWN` is a protocol error. End of
+//!   file stops reading; the running calls finish and are answered (a pool that closed only its
+//!   sending side still reads them), then serving returns. A malformed frame ends serving at
+//!   once.
 //! - The worker does not count its calls: the pool never sends more than the announced
 //!   concurrency.
 
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::net::UnixStream;
 
+use super::cancel::{within_call, Flag};
 use super::channel::Channel;
-use super::handler::{error, panicked, CallFuture, CallResult, Handler};
+use super::handler::{cancelled, error, panicked, CallResult, Handler, Started};
 use super::{ServeError, Worker};
 use crate::protocol::{
     parse_call, parse_call_fds, peek_frame, put_header, ErrorBody, ErrorKind, FrameRef, FrameType,
@@ -79,6 +90,7 @@ pub(crate) async fn serve_on(worker: Worker, stream: UnixStream) -> Result<(), S
         max_frame: welcome.max_frame,
         calls: FuturesUnordered::new(),
         reading: true,
+        shutdown: false,
     };
     poll_fn(|cx| serving.poll(cx)).await
 }
@@ -109,8 +121,10 @@ struct Serving {
     encoding: crate::protocol::Encoding,
     max_frame: usize,
     calls: FuturesUnordered<Running>,
-    /// False after `SHUTDOWN` or end of file.
+    /// False after end of file.
     reading: bool,
+    /// `SHUTDOWN` came: serving ends once the calls held are answered.
+    shutdown: bool,
 }
 
 impl Serving {
@@ -140,7 +154,7 @@ impl Serving {
             if let Poll::Ready(Err(e)) = self.chan.poll_flush(cx) {
                 return Poll::Ready(Err(io_error(e)));
             }
-            if !self.reading && self.calls.is_empty() && self.chan.flushed() {
+            if (!self.reading || self.shutdown) && self.calls.is_empty() && self.chan.flushed() {
                 return Poll::Ready(Ok(()));
             }
             // The socket may hold more (the read filled the buffer): go round again. Otherwise
@@ -164,6 +178,17 @@ impl Serving {
             };
             let len = frame.wire_len();
             let (id, encoding, max_frame) = (frame.id, self.encoding, self.max_frame);
+            let is_call = matches!(
+                frame.kind,
+                FrameType::Call | FrameType::CallMany | FrameType::CallFds
+            );
+            if is_call && self.shutdown {
+                // The pool sends no call after `SHUTDOWN` (`docs/protocol.md`, 3.8).
+                return Err(ServeError::Unexpected(format!(
+                    "a {} frame (id {id}) after SHUTDOWN",
+                    frame.kind
+                )));
+            }
             match frame.kind {
                 FrameType::Call | FrameType::CallMany => {
                     let (name, payload) = parse_call(id, frame.body)?;
@@ -221,7 +246,7 @@ impl Serving {
                     }
                 }
                 FrameType::Ping => put_header(output, FrameType::Pong, id, 0),
-                FrameType::Shutdown => self.reading = false,
+                FrameType::Shutdown => self.shutdown = true,
                 _ => return Err(unexpected(frame)),
             }
             let stray = fds.stray(at + len as u64);
@@ -245,7 +270,7 @@ fn start(
     max_frame: usize,
     id: u64,
     name: &str,
-    begin: impl FnOnce(&dyn Handler) -> CallFuture,
+    begin: impl FnOnce(&dyn Handler) -> Started,
 ) {
     let Some(handler) = worker.functions.get(name) else {
         let e = error(
@@ -254,11 +279,15 @@ fn start(
         );
         return put_error(output, id, &e, max_frame);
     };
-    match catch_unwind(AssertUnwindSafe(|| begin(&**handler))) {
-        Ok(fut) => calls.push(Running {
+    // An async function called now may already take its context: keep the one it made.
+    match catch_unwind(AssertUnwindSafe(|| within_call(None, || begin(&**handler)))) {
+        Ok((started, made)) => calls.push(Running {
             id,
-            fut: Some(fut),
+            sync: started.flag.is_some(),
+            flag: started.flag.or(made),
+            fut: Some(started.fut),
             waker: None,
+            cancelled: false,
         }),
         Err(payload) => put_error(output, id, &panicked(payload), max_frame),
     }
@@ -267,16 +296,30 @@ fn start(
 /// One call in flight: its future until it is answered or cancelled.
 struct Running {
     id: u64,
-    /// `None` once cancelled.
-    fut: Option<CallFuture>,
+    /// `None` once an async call is cancelled.
+    fut: Option<crate::worker::handler::CallFuture>,
     /// The waker of the last poll that was `Pending`, to wake the call when it is cancelled.
     waker: Option<Waker>,
+    /// The call's cancel, if made: always for a sync call, for an async one once its function
+    /// asked for its context.
+    flag: Option<Arc<Flag>>,
+    /// It runs on a blocking thread, which a cancel cannot stop.
+    sync: bool,
+    /// A sync call was cancelled: it is answered `cancelled` when its function returns.
+    cancelled: bool,
 }
 
 impl Running {
-    /// Drops the call's work and has it answer `cancelled` when next polled.
+    /// Cancels the call: tells its function (the flag), and drops an async call's future so
+    /// that it answers `cancelled` when next polled. A sync call answers once its function
+    /// has returned.
     fn cancel(&mut self) {
-        if self.fut.take().is_some() {
+        if let Some(flag) = &self.flag {
+            flag.set();
+        }
+        if self.sync {
+            self.cancelled = true;
+        } else if self.fut.take().is_some() {
             if let Some(waker) = self.waker.take() {
                 waker.wake();
             }
@@ -291,10 +334,20 @@ impl Future for Running {
         let this = self.get_mut();
         let id = this.id;
         let Some(fut) = this.fut.as_mut() else {
-            let e = error(ErrorKind::Cancelled, format!("call {id} cancelled"));
-            return Poll::Ready((id, Err(e)));
+            return Poll::Ready((id, Err(cancelled(id))));
         };
-        match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            if this.sync {
+                // Its function runs on its own thread, which has the call's context.
+                fut.as_mut().poll(cx)
+            } else {
+                let (polled, flag) = within_call(this.flag.take(), || fut.as_mut().poll(cx));
+                this.flag = flag;
+                polled
+            }
+        }));
+        match polled {
+            Ok(Poll::Ready(_)) if this.cancelled => Poll::Ready((id, Err(cancelled(id)))),
             Ok(Poll::Ready(answer)) => Poll::Ready((id, answer)),
             Ok(Poll::Pending) => {
                 if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {

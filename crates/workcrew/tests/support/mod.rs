@@ -1,9 +1,10 @@
 //! Helpers shared by the integration tests: the `TaskPool` ones here, the process pool's in
-//! [`processes`].
+//! [`processes`], the Node.js worker's paths in [`node`].
 //!
 //! Every test crate uses a different subset of these, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub(crate) mod node;
 pub(crate) mod processes;
 
 use std::future::Future;

@@ -1,0 +1,2 @@
+// Exports no function: serve.js refuses it (exit code 64).
+module.exports = { answer: 42 };
