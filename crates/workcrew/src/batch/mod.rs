@@ -96,7 +96,7 @@
 //! # Stores
 //!
 //! One [`Store`] trait; every store passes the same conformance suite
-//! ([`conformance`], feature `conformance`).
+//! (module `conformance`, with the feature `conformance`).
 
 mod builder;
 #[cfg(feature = "conformance")]

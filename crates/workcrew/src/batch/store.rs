@@ -55,7 +55,7 @@ pub type Millis = i64;
 /// retries transient ones ([`StoreError::is_transient`]) with backoff for a
 /// bounded time.
 ///
-/// The conformance suite in [`conformance`](super::conformance) (feature
+/// The conformance suite in `workcrew::batch::conformance` (feature
 /// `conformance`) checks a store against these rules; every store of this
 /// project runs it.
 pub trait Store: Send + Sync + 'static {

@@ -54,7 +54,7 @@ use super::store::{
 const SCHEMA: &str = include_str!("schema.sql");
 const QUERIES: &str = include_str!("queries.sql");
 
-/// How hard SQLite keeps a commit. See the [module docs](self#durability).
+/// How hard SQLite keeps a commit (what each setting keeps: `docs/durability.md`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Durability {
