@@ -6,8 +6,7 @@
 -- Locks, in the order a step takes them (so two steps never wait on each other in a cycle):
 --   1. the rows of the ranges it finishes (in range order, when there are several);
 --   2. pending and expired ranges, FOR UPDATE SKIP LOCKED: a claim never waits, and two
---      claimers never get the same range (state 0 pending and 1 claimed sort before 3
---      parked, so `state <= 1` walks the open ranges in claim order on one index);
+--      claimers never get the same range;
 --   3. the job row, FOR NO KEY UPDATE, only to cut new ranges at the cursor or to add to
 --      the counters; nothing is waited for after it.
 -- Errors raised here: SQLSTATE WC404 when the job does not exist.
@@ -59,6 +58,7 @@ DECLARE
     v_len bigint;
     v_nfailed bigint;
     v_parked integer;
+    v_state smallint;
     v_fence bigint;
     v_cursor bigint;
     v_hi bigint;
@@ -85,11 +85,19 @@ BEGIN
     END IF;
 
     FOR i IN 1 .. v_count LOOP
-        -- Every outcome applies only while the range is claimed with this fencing token.
+        IF coalesce(p_fences[i], 0) <= 0 THEN
+            -- Token 0 is never handed out: pending and parked ranges hold it.
+            v_verdicts := v_verdicts || to_jsonb(false);
+            CONTINUE;
+        END IF;
+        -- Every outcome applies only while the range is claimed with this fencing token: a
+        -- range holds a token (> 0) only while claimed, so (job, num, fence) finds it by
+        -- its primary key (with `state` in the condition the planner may walk the claims
+        -- index instead, dead entries of done ranges included).
         CASE p_kinds[i]
         WHEN 'done' THEN
             DELETE FROM {s}.ranges
-             WHERE job = p_job AND num = p_ranges[i] AND fence = p_fences[i] AND state = 1
+             WHERE job = p_job AND num = p_ranges[i] AND fence = p_fences[i]
             RETURNING len INTO v_len;
             v_ok := FOUND;
             IF v_ok THEN
@@ -119,13 +127,13 @@ BEGIN
             END IF;
         WHEN 'retry' THEN
             UPDATE {s}.ranges
-               SET state = 0, due = p_retry_at[i], owner = NULL, error = p_errors[i]
-             WHERE job = p_job AND num = p_ranges[i] AND fence = p_fences[i] AND state = 1;
+               SET state = 0, fence = 0, due = p_retry_at[i], owner = NULL, error = p_errors[i]
+             WHERE job = p_job AND num = p_ranges[i] AND fence = p_fences[i];
             v_ok := FOUND;
         WHEN 'park' THEN
             UPDATE {s}.ranges
-               SET state = 3, owner = NULL, error = p_errors[i]
-             WHERE job = p_job AND num = p_ranges[i] AND fence = p_fences[i] AND state = 1
+               SET state = 3, fence = 0, owner = NULL, error = p_errors[i]
+             WHERE job = p_job AND num = p_ranges[i] AND fence = p_fences[i]
             RETURNING len INTO v_len;
             v_ok := FOUND;
             IF v_ok THEN
@@ -134,8 +142,8 @@ BEGIN
             END IF;
         WHEN 'release' THEN
             UPDATE {s}.ranges
-               SET state = 0, due = p_now, owner = NULL, error = NULL
-             WHERE job = p_job AND num = p_ranges[i] AND fence = p_fences[i] AND state = 1;
+               SET state = 0, fence = 0, due = p_now, owner = NULL, error = NULL
+             WHERE job = p_job AND num = p_ranges[i] AND fence = p_fences[i];
             v_ok := FOUND;
         END CASE;
         v_verdicts := v_verdicts || to_jsonb(v_ok);
@@ -144,41 +152,45 @@ BEGIN
     -- Pending ranges whose time has come (state 0), then expired leases (state 1),
     -- oldest first; ranges another claimer holds are skipped, never waited for. Under
     -- at-most-once an expired range is parked instead, never run again; then look again.
-    LOOP
-        EXIT WHEN v_n >= p_claim;
-        v_parked := 0;
-        FOR r IN SELECT num, state, span_start, span_end, ids, len, checkpoint, attempts,
-                        owner, at_most_once
-                   FROM {s}.ranges
-                  WHERE job = p_job AND state <= 1 AND due <= p_now
-                  ORDER BY state, due, num
-                  LIMIT p_claim - v_n
-                    FOR UPDATE SKIP LOCKED LOOP
-            IF r.state = 1 AND r.at_most_once THEN
+    -- One query per state, each bounded on (job, state, due) in the index: done ranges
+    -- are deleted, and a scan over `state <= 1` would walk their dead entries too.
+    FOREACH v_state IN ARRAY ARRAY[0, 1]::smallint[] LOOP
+        LOOP
+            EXIT WHEN v_n >= p_claim;
+            v_parked := 0;
+            FOR r IN SELECT num, span_start, span_end, ids, len, checkpoint, attempts, owner,
+                            at_most_once
+                       FROM {s}.ranges
+                      WHERE job = p_job AND state = v_state AND due <= p_now
+                      ORDER BY due, num
+                      LIMIT p_claim - v_n
+                        FOR UPDATE SKIP LOCKED LOOP
+                IF v_state = 1 AND r.at_most_once THEN
+                    UPDATE {s}.ranges
+                       SET state = 3, fence = 0, owner = NULL,
+                           error = 'lease of ' || coalesce(r.owner, '?')
+                                   || ' expired; at-most-once: not run again'
+                     WHERE job = p_job AND num = r.num;
+                    d_ranges_failed := d_ranges_failed + 1;
+                    d_ids_failed := d_ids_failed + r.len;
+                    v_parked := v_parked + 1;
+                    CONTINUE;
+                END IF;
+                v_fence := nextval('{s}.fences');
                 UPDATE {s}.ranges
-                   SET state = 3, owner = NULL,
-                       error = 'lease of ' || coalesce(r.owner, '?')
-                               || ' expired; at-most-once: not run again'
+                   SET state = 1, owner = p_owner, fence = v_fence, due = p_expires,
+                       attempts = attempts + 1, at_most_once = p_amo
                  WHERE job = p_job AND num = r.num;
-                d_ranges_failed := d_ranges_failed + 1;
-                d_ids_failed := d_ids_failed + r.len;
-                v_parked := v_parked + 1;
-                CONTINUE;
-            END IF;
-            v_fence := nextval('{s}.fences');
-            UPDATE {s}.ranges
-               SET state = 1, owner = p_owner, fence = v_fence, due = p_expires,
-                   attempts = attempts + 1, at_most_once = p_amo
-             WHERE job = p_job AND num = r.num;
-            v_claimed := v_claimed || jsonb_build_object(
-                'range', r.num, 'fence', v_fence,
-                'start', r.span_start, 'end', r.span_end, 'ids', r.ids,
-                'checkpoint', r.checkpoint, 'attempt', r.attempts + 1,
-                'origin', CASE WHEN r.state = 0 THEN 'pending' ELSE 'expired' END,
-                'previous_owner', r.owner);
-            v_n := v_n + 1;
+                v_claimed := v_claimed || jsonb_build_object(
+                    'range', r.num, 'fence', v_fence,
+                    'start', r.span_start, 'end', r.span_end, 'ids', r.ids,
+                    'checkpoint', r.checkpoint, 'attempt', r.attempts + 1,
+                    'origin', CASE WHEN v_state = 0 THEN 'pending' ELSE 'expired' END,
+                    'previous_owner', r.owner);
+                v_n := v_n + 1;
+            END LOOP;
+            EXIT WHEN v_parked = 0;
         END LOOP;
-        EXIT WHEN v_parked = 0;
     END LOOP;
 
     -- New ranges at the cursor: the job row's lock makes cutting and advancing atomic.
@@ -239,7 +251,7 @@ BEGIN
             j.cursor_int := v_cursor;
         END IF;
         SELECT count(*), min(due) INTO v_open, v_next
-          FROM {s}.ranges WHERE job = p_job AND state <= 1;
+          FROM {s}.ranges WHERE job = p_job AND state IN (0, 1);
         v_status := jsonb_build_object(
             'exhausted', j.source = 'span' AND coalesce(j.cursor_int, j.span_end) >= j.span_end,
             'open', v_open,

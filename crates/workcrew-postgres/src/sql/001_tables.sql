@@ -38,7 +38,7 @@ CREATE TABLE {s}.ranges (
     len           bigint NOT NULL,
     checkpoint    bigint NOT NULL DEFAULT 0,   -- ids already processed, from the first
     owner         text,                        -- claimed: the holder
-    fence         bigint NOT NULL DEFAULT 0,   -- the fencing token of the last claim
+    fence         bigint NOT NULL DEFAULT 0,   -- claimed: its fencing token (> 0); else 0
     due           bigint NOT NULL,             -- pending: ready at; claimed: lease expiry (ms)
     attempts      integer NOT NULL DEFAULT 0,
     at_most_once  boolean NOT NULL DEFAULT false,

@@ -16,8 +16,9 @@ SELECT {s}.workcrew_step($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
 SELECT {s}.workcrew_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12);
 
 -- name: checkpoint
+-- Only a claimed range holds a fencing token (> 0): the primary key finds it.
 UPDATE {s}.ranges SET checkpoint = greatest(checkpoint, $4), due = $5
- WHERE job = $1 AND num = $2 AND fence = $3 AND state = 1;
+ WHERE job = $1 AND num = $2 AND fence = $3 AND $3 > 0;
 
 -- name: renew
 -- Locks the owner's claimed ranges in range order (as a step finishing several does), then
