@@ -21,6 +21,12 @@
 //! - `postgres_steps_per_s` (and `_async`): raw [`Store::step`] round trips, each
 //!   finishing the previous range and claiming the next (what a worker does per range),
 //!   from 2 concurrent callers, no engine: where the time goes.
+//! - `postgres_server_cpu_us_per_range` and `batch_client_cpu_us_per_range` (and
+//!   `_async`): CPU time per range of the store's server backend (its
+//!   `/proc/<pid>/schedstat`; the server must run on this machine, else the line is left
+//!   out) and of this process (engine, handler and driver: `/proc/self/stat`), over the
+//!   median job run. On a loaded machine the wall-clock figures mostly measure waiting
+//!   for a CPU at every round trip; these do not.
 
 use std::time::{Duration, Instant};
 
@@ -48,11 +54,39 @@ fn schema() -> String {
 async fn store(durability: Durability) -> PostgresStore {
     PostgresStore::builder(&database_url())
         .schema(schema())
-        .application_name(schema())
+        .application_name(format!("{}_{durability:?}", schema()))
         .durability(durability)
         .connect()
         .await
         .unwrap_or_else(|e| panic!("the bench needs the Postgres server (DATABASE_URL): {e}"))
+}
+
+/// CPU used so far by this process, in microseconds (`/proc/self/stat`: user + system
+/// clock ticks of 10 ms).
+fn own_cpu_us() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10_000.0)
+}
+
+/// CPU used so far by the server backends named `application_name`, in microseconds
+/// (`/proc/<pid>/schedstat`): only when the server runs on this machine.
+async fn server_cpu_us(admin: &tokio_postgres::Client, application_name: &str) -> Option<f64> {
+    let rows = admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+            &[&application_name],
+        )
+        .await
+        .ok()?;
+    let mut ns = 0.0;
+    for row in rows {
+        let pid: i32 = row.get(0);
+        let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+        ns += text.split_whitespace().next()?.parse::<f64>().ok()?;
+    }
+    Some(ns / 1000.0)
 }
 
 /// One run of the workload through the engine; returns its time.
@@ -170,16 +204,55 @@ fn print_figures(rt: &Runtime, store: &PostgresStore, fast: &PostgresStore) {
     println!(
         "median of {ROUNDS} runs; {IDS} ids in ranges of {RANGE}, {WORKERS} workers, no-op handler:"
     );
+    let admin = rt.block_on(async {
+        let (client, connection) =
+            tokio_postgres::connect(&database_url(), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        Ok::<_, tokio_postgres::Error>(client)
+    });
+    let ranges = IDS as f64 / RANGE as f64;
     for (suffix, store) in [("", store), ("_async", fast)] {
-        let runs = (0..ROUNDS)
-            .map(|_| rt.block_on(run_job(store, "figure-job", IDS)))
+        // (time, server CPU us, own CPU us) per run; the figures come from the median run.
+        let mut runs: Vec<(Duration, Option<f64>, Option<f64>)> = (0..ROUNDS)
+            .map(|_| {
+                rt.block_on(async {
+                    let name = store.application_name();
+                    let server = match &admin {
+                        Ok(admin) => server_cpu_us(admin, name).await,
+                        Err(_) => None,
+                    };
+                    let own = own_cpu_us();
+                    let took = run_job(store, "figure-job", IDS).await;
+                    let server = match (&admin, server) {
+                        (Ok(admin), Some(before)) => {
+                            server_cpu_us(admin, name).await.map(|after| after - before)
+                        }
+                        _ => None,
+                    };
+                    (took, server, own_cpu_us().zip(own).map(|(b, a)| b - a))
+                })
+            })
             .collect();
-        let ids_per_s = IDS as f64 / median(runs).as_secs_f64();
+        runs.sort_by_key(|r| r.0);
+        let (took, server_us, own_us) = runs[runs.len() / 2];
+        let ids_per_s = IDS as f64 / took.as_secs_f64();
         println!("figure batch_ids_per_s_postgres{suffix} {ids_per_s:.0} ids/s");
         println!(
             "ratio batch_postgres{suffix}/seed {:.3}",
             ids_per_s / SEED_IDS_PER_S
         );
+        if let Some(us) = server_us {
+            println!(
+                "figure postgres_server_cpu_us_per_range{suffix} {:.1} us",
+                us / ranges
+            );
+        }
+        if let Some(us) = own_us {
+            println!(
+                "figure batch_client_cpu_us_per_range{suffix} {:.1} us",
+                us / ranges
+            );
+        }
         // About as many steps as the job above made.
         let steps = (IDS as u64 / RANGE).max(2);
         let runs = (0..ROUNDS)
