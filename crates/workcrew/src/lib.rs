@@ -10,7 +10,10 @@
 //! language): routing strategies, growth between a minimum and a maximum,
 //! timeouts that cancel then kill and replace, crash recovery, recycling and
 //! hot reload, batched `map`, file-descriptor passing, stats and events.
-//! Durable batches are planned (see the README).
+//! [`batch`] jobs walk a large id space in leased ranges kept in a store
+//! (embedded SQLite, or Redis and Postgres through their crates), resumable
+//! after any crash, shared by any number of processes: every id processed at
+//! least once, none skipped.
 //!
 //! ```
 //! use workcrew::task::TaskPool;

@@ -725,6 +725,22 @@ async fn a_range_taken_over_by_another_owner_is_fenced_out_and_its_report_droppe
 struct Flaky {
     inner: SqliteStore,
     down: Arc<std::sync::atomic::AtomicBool>,
+    /// Steps asked of it.
+    steps: Arc<AtomicUsize>,
+    /// The step (counting from 1) whose reply is lost: it runs, but the caller
+    /// gets an error, as if the connection dropped after the server answered.
+    lose_reply_of: Arc<AtomicUsize>,
+}
+
+impl Flaky {
+    fn new(inner: SqliteStore) -> Self {
+        Flaky {
+            inner,
+            down: Arc::default(),
+            steps: Arc::default(),
+            lose_reply_of: Arc::default(),
+        }
+    }
 }
 
 mod flaky {
@@ -768,6 +784,18 @@ mod flaky {
             job: &'a str,
             step: Step,
         ) -> BoxFuture<'a, Result<StepReply, StoreError>> {
+            let n = self.steps.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == self.lose_reply_of.load(Ordering::SeqCst) {
+                let run = self.inner.step(job, step);
+                return async move {
+                    let _ = run.await;
+                    Err(StoreError::new(
+                        StoreErrorKind::Unavailable,
+                        "connection reset",
+                    ))
+                }
+                .boxed();
+            }
             self.gate(self.inner.step(job, step))
         }
         fn append<'a>(
@@ -839,11 +867,8 @@ mod flaky {
 #[tokio::test(start_paused = true)]
 async fn a_store_that_goes_away_fails_the_run_in_bounded_time_and_a_rerun_loses_nothing() {
     let path = fresh_path();
-    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = Flaky {
-        inner: SqliteStore::open(&path).unwrap(),
-        down: Arc::clone(&down),
-    };
+    let store = Flaky::new(SqliteStore::open(&path).unwrap());
+    let down = Arc::clone(&store.down);
     let seen = Seen::default();
     let make = |store: Flaky| {
         let (seen, down) = (seen.clone(), Arc::clone(&down));
@@ -1132,4 +1157,75 @@ async fn a_job_of_the_same_name_with_another_source_is_refused() {
     );
     job(20).reset().await.unwrap();
     assert_eq!(job(20).run().await.unwrap().ids_done, 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn quick_ranges_share_store_steps_and_slow_ones_do_not() {
+    for (work, fewer) in [(Duration::ZERO, true), (Duration::from_millis(50), false)] {
+        let store = Flaky::new(store());
+        let steps = Arc::clone(&store.steps);
+        let (seen, gauge) = (Seen::default(), Gauge::default());
+        let job = counting_job(store, "paced", 4_000, 10, work, &seen, &gauge)
+            .workers(2)
+            .build()
+            .unwrap();
+        let summary = job.run().await.unwrap();
+        seen.assert_once((0..4_000).map(Id::Int));
+        assert_eq!(summary.ranges_done, 400);
+        let steps = steps.load(Ordering::SeqCst);
+        if fewer {
+            assert!(steps < 100, "{steps} steps for 400 quick ranges");
+        } else {
+            assert!(steps >= 400, "{steps} steps for 400 slow ranges: one each");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ranges_claimed_by_a_step_whose_reply_was_lost_are_given_back_soon() {
+    let store = Flaky::new(store());
+    // The first step of worker 0 claims range 0; the next (its retry after the
+    // "lost" reply of step 2) claims another. Lose the reply of step 2.
+    store.lose_reply_of.store(2, Ordering::SeqCst);
+    let (seen, gauge) = (Seen::default(), Gauge::default());
+    let job = counting_job(
+        store,
+        "lost-reply",
+        100,
+        1,
+        Duration::from_secs(1),
+        &seen,
+        &gauge,
+    )
+    .workers(1)
+    .lease(Duration::from_secs(3))
+    .build()
+    .unwrap();
+    let mut events = job.events();
+    let t0 = tokio::time::Instant::now();
+    let runner = tokio::spawn({
+        let job = job.clone();
+        async move { job.run().await }
+    });
+    let mut released_at = None;
+    while let Some(event) = events.next().await {
+        match event {
+            BatchEvent::Claimed {
+                origin: workcrew::batch::Origin::Pending,
+                ..
+            } if released_at.is_none() => released_at = Some(t0.elapsed()),
+            BatchEvent::BeforeStop { .. } => break,
+            _ => {}
+        }
+    }
+    let summary = runner.await.unwrap().unwrap();
+    assert!(summary.complete);
+    seen.assert_once((0..100).map(Id::Int));
+    let at = released_at.expect("the orphaned range was given back and claimed again");
+    // The run takes about 100 s; the orphan is back within a few heartbeats, not
+    // at the end after the lease (kept renewed while the run held other ranges).
+    assert!(
+        at < Duration::from_secs(10),
+        "orphan taken again only at {at:?}"
+    );
 }

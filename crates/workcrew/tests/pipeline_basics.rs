@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::time::{sleep, Instant};
 use workcrew::pipeline::{
-    Collected, DispatchError, DispatchReport, Dispatcher, EventStream, Pipeline, PipelineError,
-    PipelineEvent, PipelineStats, PipelineStream, RunReport, StageStats,
+    Collected, DispatchError, DispatchReceiver, DispatchReport, Dispatcher, EventStream, Pipeline,
+    PipelineError, PipelineEvent, PipelineStats, PipelineStream, RunReport, StageStats,
 };
 
 fn ms(n: u64) -> Duration {
@@ -79,6 +79,36 @@ async fn stage_concurrency_is_reached_but_never_exceeded() {
     assert_eq!(start.elapsed(), ms(70));
 }
 
+/// An issue-10 regression: with a rendezvous input (capacity 0) a stage of 4 workers ran one
+/// item at a time (a sender blocked on the full hand-over slot was not woken while idle workers
+/// already waited). The peak in flight must be the worker count for every input capacity.
+#[tokio::test(start_paused = true)]
+async fn a_stage_runs_all_its_workers_whatever_its_input_capacity() {
+    for capacity in [0, 1, 8] {
+        let live = Live::default();
+        let probe = live.clone();
+        let start = Instant::now();
+        let out = Pipeline::from_iter(0..40u32)
+            .stage("slow", 4, move |n| {
+                let live = probe.clone();
+                async move {
+                    let _inside = live.enter();
+                    sleep(ms(10)).await;
+                    Ok::<_, String>(n)
+                }
+            })
+            .input_capacity(capacity)
+            .output_capacity(capacity)
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 40);
+        assert_eq!(live.max(), 4, "peak in flight, input capacity {capacity}");
+        // 40 items of 10 ms, 4 at a time.
+        assert_eq!(start.elapsed(), ms(100), "input capacity {capacity}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn stages_overlap_in_time() {
     // Two stages of 10 ms, one worker each: a pipeline takes (items + 1) * 10 ms, not 2 * items.
@@ -137,18 +167,19 @@ async fn ordered_reordering_memory_is_bounded_by_the_window() {
         counter.fetch_add(1, Ordering::SeqCst);
     });
     let mut stream = Pipeline::from_iter(items)
-        .buffer(1)
         .stage("head-slow", 4, |n| async move {
             if n == 0 {
                 sleep(ms(100)).await;
             }
             Ok::<_, String>(n)
         })
-        .buffer(2)
+        .input_capacity(1)
         .stage("pass", 1, |n| async move { Ok(n) })
-        .buffer(0)
+        .input_capacity(2)
+        .output_capacity(0)
         .ordered()
-        .run();
+        .run()
+        .unwrap();
     sleep(ms(50)).await;
     let stats = stream.stats();
     assert!(
@@ -171,13 +202,14 @@ async fn rendezvous_buffer_hands_over_one_item_at_a_time() {
     // With buffer 0 after the source and one slow worker, the source is at most
     // one item (the one being handed over) ahead of the worker.
     let mut stream = Pipeline::from_iter(0..100u32)
-        .buffer(0)
         .stage("slow", 1, |n| async move {
             sleep(ms(10)).await;
             Ok::<_, String>(n)
         })
-        .buffer(0)
-        .run();
+        .input_capacity(0)
+        .output_capacity(0)
+        .run()
+        .unwrap();
     sleep(ms(55)).await;
     let stats = stream.stats();
     // Worker finished 5 items, holds one blocked on the rendezvous to the caller (or
@@ -253,7 +285,8 @@ async fn blocking_stage_keeps_async_threads_free() {
             std::thread::sleep(Duration::from_millis(200));
             Ok::<_, String>(n)
         })
-        .run();
+        .run()
+        .unwrap();
     let start = std::time::Instant::now();
     tokio::time::sleep(ms(20)).await;
     assert!(start.elapsed() < ms(150), "a runtime thread was blocked");
@@ -269,20 +302,21 @@ impl<T, E: std::fmt::Debug> CollectForTest<T> for PipelineStream<T, E> {
     async fn collect_all_for_test(self) -> Vec<T> {
         let all = self.collect_all().await;
         assert!(all.error.is_none(), "{:?}", all.error);
-        all.outputs
+        all.results.into_iter().map(Result::unwrap).collect()
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn stats_count_items_busy_time_and_queue_depth() {
     let mut stream = Pipeline::from_iter(0..10u32)
-        .buffer(10)
         .stage("slow", 1, |n| async move {
             sleep(ms(10)).await;
             Ok::<_, String>(n)
         })
+        .input_capacity(10)
         .stage("fast", 2, |n| async move { Ok(n) })
-        .run();
+        .run()
+        .unwrap();
     sleep(ms(25)).await;
     let mid = stream.stats();
     assert_eq!(mid.stages.len(), 2);
@@ -304,6 +338,34 @@ async fn stats_count_items_busy_time_and_queue_depth() {
     assert_eq!(stats.stages[1].items_out, 10);
 }
 
+/// Issue 10: stats were published only when a worker went idle or every 64 items, so 10 s into
+/// item 0 a stage showed nothing in and no busy time. Now they are live.
+#[tokio::test(start_paused = true)]
+async fn stats_are_live_while_a_worker_is_busy() {
+    let mut stream = Pipeline::from_iter(0..3u32)
+        .stage("slow", 2, |n| async move {
+            sleep(ms(if n == 0 { 10_000 } else { 1_000 })).await;
+            Ok::<_, String>(n)
+        })
+        .run()
+        .unwrap();
+    sleep(ms(500)).await;
+    let s = &stream.stats().stages[0];
+    assert_eq!((s.items_in, s.items_out), (2, 0), "{s:?}");
+    assert_eq!(s.busy, ms(1_000), "two workers 500 ms into their items");
+    sleep(ms(4_500)).await;
+    let s = &stream.stats().stages[0];
+    // Worker 2 finished items 1 and 2 (1 s each) and went idle; worker 1 is 5 s into item 0.
+    assert_eq!((s.items_in, s.items_out), (3, 2), "{s:?}");
+    assert_eq!(s.busy, ms(5_000 + 2_000));
+    while let Some(item) = stream.next().await {
+        item.unwrap();
+    }
+    let s = &stream.shutdown().await.stats.stages[0];
+    assert_eq!((s.items_in, s.items_out), (3, 3));
+    assert_eq!(s.busy, ms(12_000));
+}
+
 #[tokio::test(start_paused = true)]
 async fn events_report_failures_stop_and_finish() {
     let stream = Pipeline::from_iter(0..10u32)
@@ -316,7 +378,8 @@ async fn events_report_failures_stop_and_finish() {
             }
         })
         .stage("b", 1, |n| async move { Ok(n) })
-        .run();
+        .run()
+        .unwrap();
     let events: EventStream = stream.events();
     let all = stream.collect_all().await;
     assert_eq!(all.error.unwrap().index(), Some(3));
@@ -352,12 +415,6 @@ async fn an_empty_source_ends_at_once() {
 }
 
 #[test]
-#[should_panic(expected = "concurrency must be at least 1")]
-fn zero_concurrency_is_refused_loudly() {
-    let _ = Pipeline::from_iter(0..1u32).stage("x", 0, |n| async move { Ok::<_, String>(n) });
-}
-
-#[test]
 fn public_types_are_send_and_sync() {
     fn send<T: Send>() {}
     fn sync<T: Sync>() {}
@@ -374,6 +431,8 @@ fn public_types_are_send_and_sync() {
     sync::<Dispatcher<u32, u32, String>>();
     send::<DispatchError<u32>>();
     send::<DispatchReport<u32, String>>();
+    send::<DispatchReceiver<u32>>();
+    sync::<DispatchReceiver<u32>>();
 
     fn future_is_send<F: std::future::Future + Send>(_: F) {}
     future_is_send(
@@ -382,9 +441,10 @@ fn public_types_are_send_and_sync() {
             .collect(),
     );
     let _ = || async {
-        let d = Dispatcher::new(1, |n: u32| async move { Ok::<_, String>(n) });
+        let (d, mut results) =
+            Dispatcher::new(1, |n: u32| async move { Ok::<_, String>(n) }).unwrap();
         future_is_send(d.dispatch(1));
-        future_is_send(d.receive());
+        future_is_send(results.recv());
         future_is_send(d.finish());
     };
 }

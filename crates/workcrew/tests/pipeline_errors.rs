@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
-use workcrew::pipeline::{Pipeline, PipelineError};
+use workcrew::pipeline::{BuildError, Pipeline, PipelineError};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -92,7 +92,8 @@ async fn later_errors_never_overwrite_the_first_and_are_kept() {
             sleep(ms(10)).await;
             Err::<u32, _>(format!("error {n}"))
         })
-        .run();
+        .run()
+        .unwrap();
     let first = stream.next().await.unwrap().unwrap_err();
     assert!(stream.next().await.is_none());
     let report = stream.shutdown().await;
@@ -111,12 +112,13 @@ async fn errors_racing_in_blocking_workers_are_all_kept() {
     let barrier = Arc::new(std::sync::Barrier::new(4));
     let b = Arc::clone(&barrier);
     let stream = Pipeline::from_iter(0..4u32)
-        .buffer(4)
         .stage_blocking("fail", 4, move |n| {
             b.wait();
             Err::<u32, _>(format!("error {n}"))
         })
-        .run();
+        .input_capacity(4)
+        .run()
+        .unwrap();
     let all = stream.collect_all().await;
     let first = all.error.expect("the run failed");
     let mut indices: Vec<u64> = all
@@ -128,7 +130,7 @@ async fn errors_racing_in_blocking_workers_are_all_kept() {
     indices.push(first.index().unwrap());
     indices.sort_unstable();
     assert_eq!(indices, [0, 1, 2, 3]);
-    assert!(all.outputs.is_empty());
+    assert!(all.results.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -143,7 +145,8 @@ async fn cancellation_after_the_first_error_does_not_replace_it() {
             }
         })
         .cancel_token(token.clone())
-        .run();
+        .run()
+        .unwrap();
     let mut first = None;
     while let Some(item) = stream.next().await {
         if let Err(e) = item {
@@ -231,7 +234,8 @@ async fn continue_on_error_collects_failures_in_place() {
         })
         .ordered()
         .continue_on_error()
-        .run();
+        .run()
+        .unwrap();
     let mut seen = Vec::new();
     while let Some(item) = stream.next().await {
         seen.push(item);
@@ -265,24 +269,40 @@ async fn continue_on_error_collects_failures_in_place() {
     assert_eq!(report.stats.stages[1].items_in, 10);
 }
 
+/// Issue 10: `collect_all` in continue mode kept outputs and failures in two lists, losing each
+/// failure's position. Ordered runs now give every item's result in input order.
 #[tokio::test(start_paused = true)]
-async fn collect_all_separates_outputs_and_failures() {
+async fn collect_all_keeps_each_failure_in_its_place() {
     let all = Pipeline::from_iter(0..6u32)
         .stage("x", 2, |n| async move {
+            // Later items finish first, so completion order is not input order.
+            sleep(ms(u64::from(10 - n))).await;
             if n == 3 {
                 Err("three")
             } else {
-                Ok(n)
+                Ok(n * 10)
             }
         })
         .continue_on_error()
         .ordered()
         .collect_all()
         .await;
-    assert_eq!(all.outputs, [0, 1, 2, 4, 5]);
-    assert_eq!(all.failures.len(), 1);
-    assert_eq!(all.failures[0].index(), Some(3));
     assert!(all.error.is_none());
+    assert_eq!(all.results.len(), 6);
+    for (i, result) in all.results.iter().enumerate() {
+        match result {
+            Ok(v) => assert_eq!(*v, i as u32 * 10),
+            Err(e) => {
+                assert_eq!(i, 3, "the failure is in its item's place");
+                assert_eq!((e.stage(), e.index()), (Some("x"), Some(3)));
+            }
+        }
+    }
+    assert_eq!(
+        all.outputs().copied().collect::<Vec<_>>(),
+        [0, 10, 20, 40, 50]
+    );
+    assert_eq!(all.failures().count(), 1);
     // `collect` does not hide failures: it returns the first once the run is done.
     let err = Pipeline::from_iter(0..6u32)
         .stage("x", 2, |n| async move {
@@ -297,6 +317,73 @@ async fn collect_all_separates_outputs_and_failures() {
         .await
         .unwrap_err();
     assert_eq!(err.index(), Some(3));
+}
+
+/// The Go seed's `Err`: a run's errors can be read while it goes on, in order, without taking
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_readable_without_consuming_them() {
+    // Four blocking workers (which cannot be aborted) fail together: one first, three later.
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let b = Arc::clone(&barrier);
+    let mut stream = Pipeline::from_iter(0..4u32)
+        .stage_blocking("fail", 4, move |n| {
+            b.wait();
+            Err::<u32, _>(format!("error {n}"))
+        })
+        .input_capacity(4)
+        .run()
+        .unwrap();
+    let errors = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let errors = stream.errors();
+            if errors.len() == 4 {
+                return errors;
+            }
+            sleep(ms(1)).await;
+        }
+    })
+    .await
+    .expect("every worker failed");
+    // Reading took nothing: the same errors, in the same order.
+    let again = stream.errors();
+    assert_eq!(
+        errors.iter().map(|e| e.index()).collect::<Vec<_>>(),
+        again.iter().map(|e| e.index()).collect::<Vec<_>>()
+    );
+    // The stream still ends with the first of them.
+    let mut last = None;
+    while let Some(item) = stream.next().await {
+        last = Some(item);
+    }
+    assert_eq!(last.unwrap().unwrap_err().index(), errors[0].index());
+    let report = stream.shutdown().await;
+    assert_eq!(report.later_errors.len(), 3);
+}
+
+/// Issue 10: concurrency 0 panicked; it is a configuration error now.
+#[tokio::test]
+async fn zero_concurrency_is_a_build_error() {
+    let err = Pipeline::from_iter(0..1u32)
+        .stage("x", 0, |n| async move { Ok::<_, String>(n) })
+        .run()
+        .unwrap_err();
+    assert_eq!(err, BuildError::ZeroConcurrency { stage: "x".into() });
+    assert_eq!(
+        err.to_string(),
+        "stage `x`: concurrency must be at least 1 (a stage of 0 workers never runs)"
+    );
+    let err = Pipeline::from_iter(0..1u32)
+        .stage("ok", 1, |n| async move { Ok::<_, String>(n) })
+        .stage_blocking("none", 0, Ok)
+        .collect()
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid());
+    assert_eq!(
+        err.to_string(),
+        "invalid pipeline: stage `none`: concurrency must be at least 1 (a stage of 0 workers never runs)"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -314,7 +401,8 @@ async fn cancel_token_stops_the_run() {
             Ok::<_, String>(n)
         })
         .cancel_token(token)
-        .run();
+        .run()
+        .unwrap();
     let mut outputs = 0;
     let mut last = None;
     while let Some(item) = stream.next().await {
@@ -388,7 +476,8 @@ async fn dropping_the_stream_stops_the_source_and_every_stage_task() {
                 Ok(n)
             }
         })
-        .run();
+        .run()
+        .unwrap();
     // Read one item, then stop reading: everything upstream is now blocked on full channels
     // or sleeping in a stage.
     let _ = stream.next().await;
@@ -411,7 +500,8 @@ async fn shutdown_waits_for_every_task() {
             Ok::<_, String>(n)
         })
         .timeout(ms(1000))
-        .run();
+        .run()
+        .unwrap();
     let _ = stream.next().await;
     let report = stream.shutdown().await;
     assert!(report.later_errors.is_empty());
@@ -424,7 +514,8 @@ async fn a_finished_run_leaves_no_task_behind() {
     let mut stream = Pipeline::from_iter(0..10u32)
         .stage("x", 4, |n| async move { Ok::<_, String>(n) })
         .cancel_token(CancellationToken::new())
-        .run();
+        .run()
+        .unwrap();
     while stream.next().await.is_some() {}
     // Not dropped yet: the watcher and workers must still have ended.
     tokio::task::yield_now().await;

@@ -55,7 +55,9 @@ fn run(shape: &Shape) -> (Vec<Vec<u32>>, Vec<u32>, ErrorAt) {
         .map(|_| Arc::new((0..shape.items).map(|_| AtomicU32::new(0)).collect()))
         .collect();
     let (outputs, error) = rt.block_on(async {
-        let mut p = Pipeline::<u32, String>::from_iter(0..shape.items).buffer(shape.source_buffer);
+        let mut p = Pipeline::<u32, String>::from_iter(0..shape.items);
+        // Each stage's input is the output buffer of the one before (the source's for the first).
+        let mut input = shape.source_buffer;
         for (s, &(concurrency, buffer, delay)) in shape.stages.iter().enumerate() {
             let calls = Arc::clone(&calls[s]);
             let failure = shape.failure;
@@ -74,12 +76,14 @@ fn run(shape: &Shape) -> (Vec<Vec<u32>>, Vec<u32>, ErrorAt) {
                         }
                     }
                 })
-                .buffer(buffer);
+                .input_capacity(input);
+            input = buffer;
         }
+        p = p.output_capacity(input);
         if shape.ordered {
             p = p.ordered();
         }
-        let mut stream = p.run();
+        let mut stream = p.run().unwrap();
         let mut outputs = Vec::new();
         let mut error = None;
         while let Some(item) = stream.next().await {

@@ -3,6 +3,8 @@
 //! while an item waits for it, or a sender whose parked batch was moved but never woken) hangs
 //! the run, which the timeout turns into a failure.
 
+use std::future::pending;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -13,9 +15,8 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// 3 no-op stages with the given concurrency and buffers (source buffer first).
 fn noop(items: u64, concurrency: usize, buffers: [usize; 4]) -> Pipeline<u64, ()> {
     Pipeline::from_iter(0..items)
-        .buffer(buffers[0])
         .stage("a", concurrency, |n| async move { Ok(n) })
-        .buffer(buffers[1])
+        .input_capacity(buffers[0])
         .stage("b", concurrency, |n| async move {
             // Now and then an item that waits, so batches and single items mix.
             if n % 97 == 0 {
@@ -23,9 +24,10 @@ fn noop(items: u64, concurrency: usize, buffers: [usize; 4]) -> Pipeline<u64, ()
             }
             Ok(n)
         })
-        .buffer(buffers[2])
+        .input_capacity(buffers[1])
         .stage("c", concurrency, |n| async move { Ok(n + 1) })
-        .buffer(buffers[3])
+        .input_capacity(buffers[2])
+        .output_capacity(buffers[3])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +70,7 @@ fn a_stream_read_outside_the_runtime_gets_everything() {
         .unwrap();
     for _ in 0..3 {
         let n = rt.block_on(async {
-            let mut stream = noop(ITEMS, 2, [32, 32, 32, 32]).run();
+            let mut stream = noop(ITEMS, 2, [32, 32, 32, 32]).run().unwrap();
             let mut n = 0;
             tokio::time::timeout(LIMIT, async {
                 while let Some(item) = stream.next().await {
@@ -89,7 +91,7 @@ fn a_stream_read_outside_the_runtime_gets_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_full_channels_ends_every_task() {
     for buffers in [[1, 1, 1, 1], [32, 32, 32, 32]] {
-        let mut stream = noop(u64::MAX, 2, buffers).run();
+        let mut stream = noop(u64::MAX, 2, buffers).run().unwrap();
         for _ in 0..100 {
             stream.next().await.unwrap().unwrap();
         }
@@ -99,5 +101,95 @@ async fn shutdown_with_full_channels_ends_every_task() {
             .await
             .expect("shutdown hung");
         assert!(report.stats.stages.iter().all(|s| s.workers == 0));
+    }
+}
+
+/// Every worker of a stage gets an item while the others hold theirs: each item waits at a
+/// barrier of the stage's worker count, so the run goes on only if all 4 are in flight at once.
+/// Issue 10: with a rendezvous input the blocked sender was not woken while workers already
+/// waited, so this hung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_of_a_stage_gets_an_item_while_the_others_hold_theirs() {
+    const WORKERS: usize = 4;
+    for capacity in [0, 1, 8] {
+        let barrier = Arc::new(tokio::sync::Barrier::new(WORKERS));
+        let run = Pipeline::from_iter(0..2_000u64)
+            .stage("held", WORKERS, move |n| {
+                let barrier = Arc::clone(&barrier);
+                async move {
+                    barrier.wait().await;
+                    Ok::<_, ()>(n)
+                }
+            })
+            .input_capacity(capacity)
+            .output_capacity(capacity)
+            .collect();
+        let out = tokio::time::timeout(LIMIT, run)
+            .await
+            .unwrap_or_else(|_| panic!("hung: input capacity {capacity}"))
+            .unwrap();
+        assert_eq!(out.len(), 2_000);
+    }
+}
+
+/// One item that never finishes must not stop the others (issue 10: with a rendezvous input
+/// every other item waited behind it).
+#[tokio::test(start_paused = true)]
+async fn an_item_that_never_finishes_holds_back_only_its_worker() {
+    for capacity in [0, 1, 8] {
+        let mut stream = Pipeline::from_iter(0..100u64)
+            .stage("stuck", 4, |n| async move {
+                if n == 0 {
+                    pending::<()>().await;
+                }
+                Ok::<_, ()>(n)
+            })
+            .input_capacity(capacity)
+            .output_capacity(capacity)
+            .run()
+            .unwrap();
+        // The paused clock jumps to the limit at once if the run is stuck.
+        let got = tokio::time::timeout(LIMIT, async {
+            let mut got = Vec::new();
+            while got.len() < 99 {
+                got.push(stream.next().await.unwrap().unwrap());
+            }
+            got
+        })
+        .await
+        .unwrap_or_else(|_| panic!("hung behind the stuck item: input capacity {capacity}"));
+        assert!(!got.contains(&0));
+        stream.shutdown().await;
+    }
+}
+
+/// A worker that took a batch of quick items must not hold the rest of its batch back when one
+/// of them turns out to wait: idle workers take them. (Issue 10 review: with item 50 stuck, the
+/// items batched behind it in its worker never came out, and the barrier test above hung at
+/// the end of its input.)
+#[tokio::test(start_paused = true)]
+async fn items_batched_behind_a_waiting_item_go_to_idle_workers() {
+    for capacity in [1, 8, 32] {
+        let mut stream = Pipeline::from_iter(0..200u64)
+            .stage("mostly-quick", 2, |n| async move {
+                if n == 50 {
+                    pending::<()>().await;
+                }
+                Ok::<_, ()>(n)
+            })
+            .input_capacity(capacity)
+            .run()
+            .unwrap();
+        let got = tokio::time::timeout(LIMIT, async {
+            let mut got = Vec::new();
+            while got.len() < 199 {
+                got.push(stream.next().await.unwrap().unwrap());
+            }
+            got
+        })
+        .await
+        .unwrap_or_else(|_| panic!("items held behind the stuck one: input capacity {capacity}"));
+        assert!(!got.contains(&50));
+        stream.shutdown().await;
     }
 }

@@ -36,7 +36,7 @@
 //!     .build()?;
 //! let summary = job.run().await?;
 //! assert!(summary.complete);
-//! assert_eq!(total.load(Ordering::Relaxed), (0..10_000u64).sum());
+//! assert_eq!(total.load(Ordering::Relaxed), (0..10_000u64).sum::<u64>());
 //! # Ok(())
 //! # }
 //! ```
@@ -96,7 +96,7 @@
 //! # Stores
 //!
 //! One [`Store`] trait; every store passes the same conformance suite
-//! (module `conformance`, with the feature `conformance`).
+//! (`workcrew::batch::conformance`, behind the `conformance` feature).
 
 mod builder;
 #[cfg(feature = "conformance")]

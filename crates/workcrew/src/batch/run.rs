@@ -118,7 +118,52 @@ impl Clock {
     }
 }
 
-/// A range this process is running.
+/// How many ranges a worker claims per store step: as many as its handler gets
+/// through in about [`Pace::TARGET`], so quick ranges share one round trip to
+/// the store while slow ones are claimed one at a time. A crash reruns what a
+/// worker held, so this also keeps the duplicates to about `TARGET` of work per
+/// worker. One range until the first measurement.
+struct Pace {
+    /// Mean handler time per range (exponentially weighted), once measured.
+    mean: Option<Duration>,
+    /// The last batch asked for: the next is at most twice as large, so one
+    /// quick range does not make a worker claim many slow ones.
+    last: u32,
+    max: u32,
+}
+
+impl Pace {
+    const TARGET: Duration = Duration::from_millis(2);
+
+    fn new(max: u32) -> Self {
+        Pace {
+            mean: None,
+            last: 1,
+            max: max.max(1),
+        }
+    }
+
+    fn record(&mut self, took: Duration) {
+        self.mean = Some(match self.mean {
+            None => took,
+            Some(m) => (m * 7 + took) / 8,
+        });
+    }
+
+    fn batch(&mut self) -> u32 {
+        let fit = match self.mean {
+            None => 1,
+            Some(m) => {
+                let n = Self::TARGET.as_nanos() / m.as_nanos().max(1);
+                u32::try_from(n).unwrap_or(u32::MAX)
+            }
+        };
+        self.last = fit.clamp(1, self.max).min(self.last.saturating_mul(2));
+        self.last
+    }
+}
+
+/// A range this process holds: running, or claimed ahead and waiting.
 struct Held {
     fence: u64,
     token: CancellationToken,
@@ -301,40 +346,57 @@ impl RunCtx {
     }
 
     async fn work(self: Arc<Self>, index: usize) -> Result<(), BatchError> {
+        // Finished ranges not reported yet, and claimed ranges not started yet.
         let mut finish = Vec::new();
+        let mut queue: VecDeque<Lease> = VecDeque::new();
+        let mut pace = Pace::new(self.max_batch());
         let mut wake = self.wake.subscribe();
         loop {
             wake.borrow_and_update();
-            let stopping = self.stop.is_cancelled();
-            if stopping && finish.is_empty() {
+            if self.stop.is_cancelled() {
+                // Ranges claimed ahead and not started go back at once.
+                self.give_back(&mut queue, &mut finish, "the run stopped");
+                if !finish.is_empty() {
+                    self.step(std::mem::take(&mut finish), 0).await?;
+                }
                 return Ok(());
             }
-            let reply = self
-                .step(std::mem::take(&mut finish), u32::from(!stopping))
-                .await?;
-            if stopping {
-                return Ok(());
-            }
-            let mut lease = reply.claimed.into_iter().next();
+            let mut lease = queue.pop_front();
+            let mut status = None;
             let mut loader_done = false;
             if lease.is_none() {
-                if let Source::Loader { .. } = self.inner.source {
-                    lease = self.load().await?;
-                    loader_done = lease.is_none();
+                // Report what is done and claim the next batch in one step.
+                let reply = self.step(std::mem::take(&mut finish), pace.batch()).await?;
+                self.hold(&reply.claimed);
+                queue.extend(reply.claimed);
+                status = reply.status;
+                lease = queue.pop_front();
+                if lease.is_none() {
+                    if let Source::Loader { .. } = self.inner.source {
+                        lease = self.load().await?;
+                        if let Some(l) = &lease {
+                            self.hold(std::slice::from_ref(l));
+                        }
+                        loader_done = lease.is_none();
+                    }
                 }
             }
             if let Some(lease) = lease {
+                let started = Instant::now();
                 if let (Some(f), exit) = self.run_range(Arc::clone(&self), index, lease).await {
                     finish.push(f);
                     if exit {
-                        // The worker exited and is not restarted: report, then leave.
+                        // The worker exited and is not restarted: report, give back
+                        // what it claimed ahead, then leave.
+                        self.give_back(&mut queue, &mut finish, "its worker exited");
                         self.step(std::mem::take(&mut finish), 0).await?;
                         return Ok(());
                     }
                 }
+                pace.record(started.elapsed());
                 continue;
             }
-            let Some(status) = reply.status else {
+            let Some(status) = status else {
                 continue;
             };
             let source_done = status.exhausted || loader_done;
@@ -350,6 +412,57 @@ impl RunCtx {
                 _ = wake.changed() => {}
                 _ = self.stop.cancelled() => {}
             }
+        }
+    }
+
+    /// The most ranges a worker claims in one step: one under at-most-once (a
+    /// range claimed ahead whose holder died would be parked without having run).
+    fn max_batch(&self) -> u32 {
+        match self.inner.config.delivery {
+            Delivery::AtMostOnce => 1,
+            Delivery::AtLeastOnce => self.inner.config.max_claim,
+        }
+    }
+
+    /// Registers claimed ranges as held by this process before they start, so
+    /// the heartbeat notices when one is taken over.
+    fn hold(&self, leases: &[Lease]) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for lease in leases {
+            held.insert(
+                lease.range,
+                Held {
+                    fence: lease.fence,
+                    token: self.hard.child_token(),
+                    fenced: false,
+                },
+            );
+        }
+    }
+
+    /// Turns the ranges a worker claimed ahead (not started) into releases.
+    fn give_back(
+        &self,
+        queue: &mut VecDeque<Lease>,
+        finish: &mut Vec<(Finish, u64)>,
+        reason: &str,
+    ) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for lease in queue.drain(..) {
+            held.remove(&lease.range);
+            self.emit(|| BatchEvent::Released {
+                range: lease.range,
+                reason: reason.to_owned(),
+            });
+            let size = lease.ids.len();
+            finish.push((
+                Finish {
+                    range: lease.range,
+                    fence: lease.fence,
+                    outcome: FinishOutcome::Release,
+                },
+                size,
+            ));
         }
     }
 
@@ -464,6 +577,10 @@ impl RunCtx {
         };
         let amo = config.delivery == Delivery::AtMostOnce;
         if lease.attempt > max {
+            self.held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&lease.range);
             let error = format!(
                 "attempt {} is over the limit of {max}: the range's earlier holders died or lost their leases",
                 lease.attempt
@@ -484,15 +601,15 @@ impl RunCtx {
         }
         let ids = lease.ids.skip(lease.checkpoint);
         let len = ids.len();
-        let token = self.hard.child_token();
-        self.held.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            lease.range,
-            Held {
+        let token = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            let h = held.entry(lease.range).or_insert_with(|| Held {
                 fence: lease.fence,
-                token: token.clone(),
+                token: self.hard.child_token(),
                 fenced: false,
-            },
-        );
+            });
+            h.token.clone()
+        };
         let result = match self.rate_limit(len, &token).await {
             Ok(()) => {
                 let range = Range {
@@ -731,6 +848,7 @@ impl RunCtx {
     /// fences out the ranges the store no longer lists as ours.
     async fn heartbeat(self: Arc<Self>, done: CancellationToken) {
         let every = Duration::from_millis((self.lease_ms / 3).max(1));
+        let mut suspects: Vec<(u64, u64)> = Vec::new();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -759,16 +877,52 @@ impl RunCtx {
                     return;
                 }
             };
-            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            for (range, fence) in local {
-                if still.contains(&(range, fence)) {
-                    continue;
-                }
-                if let Some(h) = held.get_mut(&range) {
-                    if h.fence == fence {
-                        h.fenced = true;
-                        h.token.cancel();
+            let orphans: Vec<(u64, u64)> = {
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                for (range, fence) in &local {
+                    if still.contains(&(*range, *fence)) {
+                        continue;
                     }
+                    if let Some(h) = held.get_mut(range) {
+                        if h.fence == *fence {
+                            h.fenced = true;
+                            h.token.cancel();
+                        }
+                    }
+                }
+                // Ranges the store says this owner holds but no worker knows of: a
+                // step that claimed them ran, but its reply was lost and the step
+                // was retried. Seen twice in a row (so not a claim whose reply is
+                // still on its way), they are given back.
+                let unknown: Vec<(u64, u64)> = still
+                    .iter()
+                    .filter(|(range, fence)| held.get(range).is_none_or(|h| h.fence != *fence))
+                    .copied()
+                    .collect();
+                let orphans = unknown
+                    .iter()
+                    .filter(|r| suspects.contains(r))
+                    .copied()
+                    .collect();
+                suspects = unknown;
+                orphans
+            };
+            if !orphans.is_empty() {
+                tracing::warn!(job = %self.job, ranges = orphans.len(), "giving back ranges claimed by a step whose reply was lost");
+                let release = orphans
+                    .iter()
+                    .map(|(range, fence)| {
+                        let finish = Finish {
+                            range: *range,
+                            fence: *fence,
+                            outcome: FinishOutcome::Release,
+                        };
+                        (finish, 0)
+                    })
+                    .collect();
+                if let Err(e) = self.step(release, 0).await {
+                    self.fail(e);
+                    return;
                 }
             }
         }

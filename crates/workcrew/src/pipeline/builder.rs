@@ -13,17 +13,18 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::Receiver;
-use super::error::PipelineError;
+use super::error::{BuildError, PipelineError};
 use super::ordered;
 use super::run::{Env, Launch, RunShared};
 use super::source;
 use super::stage::{self, AsyncFn, BlockingFn, StageFn};
-use super::stats::{QueueDepth, StageShared};
-use super::stream::{Collected, PipelineStream};
+use super::stats::{PipelineStats, QueueDepth, StageShared};
+use super::stream::{Collected, PipelineStream, RunReport};
 use crate::wait::{cancelled_opt, sleep_until_opt};
 
-/// The channel capacity after the source and after each stage unless
-/// [`Pipeline::buffer`] says otherwise.
+/// The capacity of every channel (each stage's input, and the output to the
+/// caller) unless [`Pipeline::input_capacity`] or
+/// [`Pipeline::output_capacity`] says otherwise.
 pub const DEFAULT_BUFFER: usize = 32;
 
 /// Starts the source and every stage before it; returns the receiving end of
@@ -63,8 +64,13 @@ struct StageSpec {
 pub struct Pipeline<T, E> {
     plan: Plan<T, E>,
     stages: Vec<StageSpec>,
-    /// Output capacity of the source (0) and of each stage (1..).
+    /// Capacity of the channel after the source (0) and after each stage
+    /// (1..): entry `i` is stage `i + 1`'s input.
     capacities: Vec<usize>,
+    /// The last channel's capacity, if set ([`Pipeline::output_capacity`]).
+    output_capacity: Option<usize>,
+    /// The first configuration error, reported by [`Pipeline::run`].
+    invalid: Option<BuildError>,
     ordered: bool,
     continue_on_error: bool,
     cancel: Option<CancellationToken>,
@@ -86,7 +92,7 @@ impl<T, E> fmt::Debug for Pipeline<T, E> {
             .collect();
         f.debug_struct("Pipeline")
             .field("stages", &stages)
-            .field("buffers", &self.capacities)
+            .field("capacities", &self.capacities)
             .field("ordered", &self.ordered)
             .field("continue_on_error", &self.continue_on_error)
             .finish_non_exhaustive()
@@ -103,6 +109,8 @@ where
             plan,
             stages: Vec::new(),
             capacities: vec![DEFAULT_BUFFER],
+            output_capacity: None,
+            invalid: None,
             ordered: false,
             continue_on_error: false,
             cancel: None,
@@ -145,12 +153,12 @@ where
     /// `f` returns `Err` to fail the item: by default that stops the run (see
     /// [`continue_on_error`](Pipeline::continue_on_error)). A panic in `f` or
     /// its future is caught and becomes [`PipelineError::Panicked`] naming
-    /// this stage. The stage's output channel holds [`DEFAULT_BUFFER`] items;
-    /// change it with [`buffer`](Pipeline::buffer) right after this call.
+    /// this stage. The stage's input channel holds [`DEFAULT_BUFFER`] items;
+    /// change it with [`input_capacity`](Pipeline::input_capacity) right
+    /// after this call.
     ///
-    /// # Panics
-    ///
-    /// If `concurrency` is 0 (such a stage would never process anything).
+    /// `concurrency` 0 is a configuration error, reported by
+    /// [`run`](Pipeline::run) as [`BuildError::ZeroConcurrency`].
     pub fn stage<U, F, Fut>(
         self,
         name: impl Into<String>,
@@ -169,10 +177,8 @@ where
     /// as the argument of `function` to `pool` (see [`crate::process`]), with
     /// up to `concurrency` calls in flight, and the decoded result moves on. A
     /// failed call is the stage's error, converted with `E::from`.
-    ///
-    /// # Panics
-    ///
-    /// If `concurrency` is 0.
+    /// `concurrency` and the input capacity are as for
+    /// [`stage`](Pipeline::stage).
     pub fn stage_process<U>(
         self,
         name: impl Into<String>,
@@ -197,16 +203,13 @@ where
     ///
     /// Each worker is one long-lived thread of tokio's blocking pool (started
     /// with `spawn_blocking`) for the whole run, so there is no spawn per
-    /// item. Errors, panics and the buffer are as for [`stage`](Pipeline::stage).
+    /// item. Errors, panics, `concurrency` and the input capacity are as for
+    /// [`stage`](Pipeline::stage).
     /// A call in progress cannot be interrupted: when the run stops, the
     /// worker finishes its current item, discards the result and returns.
     ///
     /// (Under tokio's paused test clock a running blocking task holds the
     /// clock still, so time-based tests should keep blocking stages out.)
-    ///
-    /// # Panics
-    ///
-    /// If `concurrency` is 0.
     pub fn stage_blocking<U, F>(
         self,
         name: impl Into<String>,
@@ -231,10 +234,11 @@ where
         U: Send + 'static,
         S: StageFn<T, U, E>,
     {
-        assert!(
-            concurrency > 0,
-            "stage `{name}`: concurrency must be at least 1 (a stage of 0 workers never runs)"
-        );
+        if concurrency == 0 && self.invalid.is_none() {
+            self.invalid = Some(BuildError::ZeroConcurrency {
+                stage: name.clone(),
+            });
+        }
         let name: Arc<str> = name.into();
         let position = self.stages.len() + 1;
         self.stages.push(StageSpec {
@@ -255,11 +259,12 @@ where
                 input,
             ));
             launch.stages.push(Arc::clone(&shared));
-            for _ in 0..concurrency {
+            for index in 0..concurrency {
                 stage::add_worker(&shared);
                 let worker = stage::work(
                     Arc::clone(&launch.run),
                     Arc::clone(&shared),
+                    index,
                     Arc::clone(&f),
                     rx.clone(),
                     tx.clone(),
@@ -277,6 +282,8 @@ where
             plan,
             stages: self.stages,
             capacities: self.capacities,
+            output_capacity: self.output_capacity,
+            invalid: self.invalid,
             ordered: self.ordered,
             continue_on_error: self.continue_on_error,
             cancel: self.cancel,
@@ -284,21 +291,31 @@ where
         }
     }
 
-    /// Sets the capacity of the channel after the last stage added (or after
-    /// the source, before any stage). 0 makes it a rendezvous: a worker hands
-    /// an item over only when a worker of the next stage (or the caller) takes
-    /// it, as with a Go unbuffered channel. Default: [`DEFAULT_BUFFER`].
-    pub fn buffer(mut self, capacity: usize) -> Self {
-        if let Some(last) = self.capacities.last_mut() {
-            *last = capacity;
-        }
+    /// Sets the capacity of the input channel of the stage added last: how
+    /// many items wait for its workers (before any stage is added: of the
+    /// channel the source feeds, which becomes the first stage's input). 0
+    /// makes it a rendezvous: an item is handed over only when a worker of
+    /// the stage takes it, as with a Go unbuffered channel; the stage still
+    /// runs all its workers at once. Default: [`DEFAULT_BUFFER`].
+    pub fn input_capacity(mut self, capacity: usize) -> Self {
+        let input = self.stages.len().saturating_sub(1);
+        self.capacities[input] = capacity;
+        self
+    }
+
+    /// Sets the capacity of the channel from the last stage to the caller
+    /// (whichever stage is last when the run starts); 0 = rendezvous.
+    /// Default: [`DEFAULT_BUFFER`].
+    pub fn output_capacity(mut self, capacity: usize) -> Self {
+        self.output_capacity = Some(capacity);
         self
     }
 
     /// Delivers results in input order.
     ///
     /// Reordering memory is bounded by a window of `W = Σ (concurrency +
-    /// max(buffer, 1))` over the stages, plus `max(source buffer, 1)`: at most
+    /// max(capacity, 1))` over the stages' output channels, plus `max(first
+    /// stage's input capacity, 1)`: at most
     /// `W` items are between the source and the caller at once, and the
     /// source waits when the window is full (an item that is slow holds back
     /// at most `W - 1` finished ones). Default: unordered, in completion order.
@@ -339,10 +356,21 @@ where
     ///
     /// See [`PipelineStream`] for what it yields and what dropping it does.
     ///
+    /// # Errors
+    ///
+    /// [`BuildError::ZeroConcurrency`] if a stage was given concurrency 0
+    /// (nothing is started then).
+    ///
     /// # Panics
     ///
     /// If called outside a tokio runtime.
-    pub fn run(self) -> PipelineStream<T, E> {
+    pub fn run(mut self) -> Result<PipelineStream<T, E>, BuildError> {
+        if let Some(err) = self.invalid {
+            return Err(err);
+        }
+        if let (Some(capacity), Some(last)) = (self.output_capacity, self.capacities.last_mut()) {
+            *last = capacity;
+        }
         let run = Arc::new(RunShared::new(self.continue_on_error, self.stages.len()));
         let window = self.ordered.then(|| {
             let stages: Vec<(usize, usize)> = self
@@ -375,10 +403,12 @@ where
             stages,
             ..
         } = launch;
-        PipelineStream::new(rx, run, tasks, stages, semaphore, window)
+        Ok(PipelineStream::new(
+            rx, run, tasks, stages, semaphore, window,
+        ))
     }
 
-    /// Runs the pipeline to the end and returns every result (in input order
+    /// Runs the pipeline to the end and returns every output (in input order
     /// if [`ordered`](Pipeline::ordered)).
     ///
     /// Every task of the run has ended when this returns.
@@ -386,12 +416,13 @@ where
     /// # Errors
     ///
     /// The run's first error: an item's failure or panic (with the stage name
-    /// and the item's index), [`PipelineError::Cancelled`] or
-    /// [`PipelineError::DeadlineExceeded`]. With
+    /// and the item's index), [`PipelineError::Cancelled`],
+    /// [`PipelineError::DeadlineExceeded`], or [`PipelineError::Invalid`]
+    /// for a configuration error. With
     /// [`continue_on_error`](Pipeline::continue_on_error) the run goes on to
     /// the end and the first failure is returned then; use
-    /// [`collect_all`](Pipeline::collect_all) to get the outputs and every
-    /// failure.
+    /// [`collect_all`](Pipeline::collect_all) to get every result in its
+    /// place.
     ///
     /// # Cancel safety
     ///
@@ -399,22 +430,35 @@ where
     /// not yet returned are lost.
     pub async fn collect(self) -> Result<Vec<T>, PipelineError<E>> {
         let all = self.collect_all().await;
-        match (all.error, all.failures.into_iter().next()) {
-            (Some(err), _) | (None, Some(err)) => Err(err),
-            (None, None) => Ok(all.outputs),
+        if let Some(err) = all.error {
+            return Err(err);
         }
+        all.results.into_iter().collect()
     }
 
-    /// Runs the pipeline to the end and returns the outputs, every failure
-    /// and every error, and the final statistics.
+    /// Runs the pipeline to the end and returns every item's result in its
+    /// place, the error that ended the run early if one did, and the final
+    /// statistics (see [`Collected`]).
     ///
-    /// Every task of the run has ended when this returns.
+    /// Every task of the run has ended when this returns. A configuration
+    /// error is [`Collected::error`] ([`PipelineError::Invalid`]), with no
+    /// results.
     ///
     /// # Cancel safety
     ///
     /// As for [`collect`](Pipeline::collect).
     pub async fn collect_all(self) -> Collected<T, E> {
-        self.run().collect_all().await
+        match self.run() {
+            Ok(stream) => stream.collect_all().await,
+            Err(err) => Collected {
+                results: Vec::new(),
+                error: Some(PipelineError::Invalid(err)),
+                report: RunReport {
+                    later_errors: Vec::new(),
+                    stats: PipelineStats::default(),
+                },
+            },
+        }
     }
 }
 

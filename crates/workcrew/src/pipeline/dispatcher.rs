@@ -4,140 +4,95 @@
 //! # Implementation notes
 //!
 //! Jobs go through one bounded channel to `workers` tasks, results through
-//! another to whoever calls [`Dispatcher::receive`]. The seed's bugs and what
-//! rules them out here:
+//! another to the consumer's [`DispatchReceiver`]. The engine (shared state,
+//! stopping, the worker loop) is in `shared`, with its invariants. The seed's
+//! bugs and what rules them out here:
 //!
 //! - *dispatch racing done (send on a closed channel)*: `done` only drops the
 //!   dispatcher's own sender; a dispatch holds a sender of its own for its
 //!   whole call, and one that starts after `done` gets [`DispatchError::Done`].
-//! - *dispatch ignoring the context*: cancellation closes the job channel, so a
+//! - *dispatch ignoring the context*: a stop closes the job channel, so a
 //!   dispatch waiting for room returns [`DispatchError::Cancelled`] at once.
-//! - *buffered jobs dropped on cancel*: cancellation moves every job still in
-//!   the channel to the unstarted list ([`Dispatcher::take_unstarted`],
-//!   [`DispatchReport::unstarted`]).
+//! - *buffered jobs dropped on cancel*: a stop moves every job still in the
+//!   channel to [`DispatchReport::unstarted`]; running jobs are cancelled and
+//!   listed, and results that had finished are still delivered.
 //! - *one error overwriting another*: the first error is kept; later ones go
 //!   to [`DispatchReport::later_errors`].
-//! - *workers leaking when the consumer stops reading*: workers hold no
-//!   reference to the dispatcher itself; dropping the last handle aborts
-//!   them, and [`finish`](Dispatcher::finish) discards unread results while
-//!   it waits.
+//! - *workers leaking when the consumer stops reading*: dropping the
+//!   [`DispatchReceiver`] stops the workers, and `dispatch` then fails with
+//!   [`DispatchError::ReceiverGone`].
+
+mod receiver;
+mod shared;
 
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use futures::FutureExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::channel::{channel, Channel, Receiver, Sender};
-use super::error::{DispatchError, PipelineError};
-
-/// The first error and every one after it.
-type FirstAndLater<E> = (Option<PipelineError<E>>, Vec<PipelineError<E>>);
-
-/// State the workers share (never the handle itself, so dropping every
-/// handle ends them).
-struct Shared<J, E> {
-    name: String,
-    halted: AtomicBool,
-    jobs: Arc<Channel<(u64, J)>>,
-    results: Arc<dyn Fn() + Send + Sync>,
-    errors: Mutex<FirstAndLater<E>>,
-    unstarted: Mutex<Vec<J>>,
-    completed: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No user code runs under these locks.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl<J, E> Shared<J, E> {
-    /// Cancels: closes both channels and keeps the jobs that never started.
-    fn halt(&self) {
-        self.halted.store(true, Ordering::Release);
-        self.jobs.close();
-        (self.results)();
-        let left = self.jobs.drain();
-        lock(&self.unstarted).extend(left.into_iter().map(|(_, job)| job));
-    }
-
-    fn fail(&self, err: PipelineError<E>) {
-        {
-            let mut errors = lock(&self.errors);
-            if errors.0.is_none() && !self.halted.load(Ordering::Acquire) {
-                errors.0 = Some(err);
-            } else {
-                errors.1.push(err);
-            }
-        }
-        self.halt();
-    }
-}
-
-struct Inner<J, R, E> {
-    shared: Arc<Shared<J, E>>,
-    /// `None` after [`Dispatcher::done`].
-    jobs: Mutex<Option<Sender<(u64, J)>>>,
-    next_index: AtomicU64,
-    results: Receiver<R>,
-    tasks: Mutex<JoinSet<()>>,
-}
-
-impl<J, R, E> Drop for Inner<J, R, E> {
-    fn drop(&mut self) {
-        // The last handle is gone: nobody can receive, so stop (the JoinSet
-        // aborts the workers as it drops).
-        self.shared.halt();
-    }
-}
+use super::channel::{channel, Sender};
+use super::error::{BuildError, DispatchError, PipelineError};
+pub use receiver::DispatchReceiver;
+use shared::{lock, Shared, RECEIVER_GONE, RUNNING};
 
 /// A pool of workers fed by hand: [`dispatch`](Dispatcher::dispatch) jobs,
-/// [`receive`](Dispatcher::receive) results, then [`done`](Dispatcher::done).
+/// read results from the [`DispatchReceiver`], then [`done`](Dispatcher::done).
 ///
 /// This is the Go seed's manual style; most code wants a
 /// [`Pipeline`](super::Pipeline) instead. Handles are cheap clones of one
-/// dispatcher, so a producer task and a consumer can each hold one.
+/// dispatcher, so several producers can each hold one; the consumer owns the
+/// receiver.
 ///
-/// A job whose function returns `Err` (or panics) cancels the dispatcher and
-/// its error is kept as the first error; see [`finish`](Dispatcher::finish).
+/// A job whose function returns `Err` (or panics) stops the dispatcher and
+/// its error is kept as the first error; so does [`set_err`](Dispatcher::set_err).
+/// [`err`](Dispatcher::err) reads the first error at any time;
+/// [`finish`](Dispatcher::finish) reports how every job ended.
 ///
-/// Dropping the last handle cancels the dispatcher and aborts its workers.
+/// Dropping the last handle is [`done`](Dispatcher::done): the jobs already
+/// accepted still run and their results still come.
 ///
 /// # Examples
 ///
 /// ```
+/// use futures::StreamExt;
 /// use workcrew::pipeline::Dispatcher;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let d = Dispatcher::new(4, |n: u64| async move { Ok::<_, String>(n * 2) });
-/// let producer = {
-///     let d = d.clone();
-///     tokio::spawn(async move {
-///         for n in 0..10 {
-///             if d.dispatch(n).await.is_err() {
-///                 break; // cancelled
-///             }
+/// let (d, mut results) =
+///     Dispatcher::new(4, |n: u64| async move { Ok::<_, String>(n * 2) }).unwrap();
+/// let producer = tokio::spawn(async move {
+///     for n in 0..10 {
+///         if d.dispatch(n).await.is_err() {
+///             break; // stopped
 ///         }
-///         d.done();
-///     })
-/// };
+///     }
+///     d.finish().await
+/// });
 /// let mut total = 0;
-/// while let Some(doubled) = d.receive().await {
+/// while let Some(doubled) = results.next().await {
 ///     total += doubled;
 /// }
-/// producer.await.unwrap();
-/// let report = d.finish().await;
+/// let report = producer.await.unwrap();
 /// assert!(report.error.is_none());
+/// assert_eq!((report.accepted, report.completed), (10, 10));
 /// assert_eq!(total, 90);
 /// # }
 /// ```
 pub struct Dispatcher<J, R, E> {
     inner: Arc<Inner<J, R, E>>,
+}
+
+struct Inner<J, R, E> {
+    shared: Arc<Shared<J, R, E>>,
+    /// `None` after [`Dispatcher::done`].
+    jobs: Mutex<Option<Sender<(u64, J)>>>,
+    next_id: AtomicU64,
+    /// Shared with the receiver: the workers are owned by both.
+    tasks: Arc<Mutex<JoinSet<()>>>,
 }
 
 impl<J, R, E> Clone for Dispatcher<J, R, E> {
@@ -152,10 +107,7 @@ impl<J, R, E> fmt::Debug for Dispatcher<J, R, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dispatcher")
             .field("name", &self.inner.shared.name)
-            .field(
-                "cancelled",
-                &self.inner.shared.halted.load(Ordering::Relaxed),
-            )
+            .field("stopped", &(self.inner.shared.stopped() != RUNNING))
             .finish_non_exhaustive()
     }
 }
@@ -166,25 +118,51 @@ impl<J, R, E> fmt::Debug for Dispatcher<J, R, E> {
 pub struct DispatcherBuilder {
     name: String,
     workers: usize,
-    buffer: usize,
+    jobs_buffer: usize,
+    results_buffer: usize,
     token: Option<CancellationToken>,
 }
 
-/// How a dispatcher ended, from [`Dispatcher::finish`].
+/// How every job of a dispatcher ended, from [`Dispatcher::finish`].
+///
+/// Each job accepted by `dispatch` has an id, its dispatch number (0-based,
+/// in the order `dispatch` calls took their number), and is in exactly one
+/// place: `completed` (counted), `failed`, `cancelled`, `undelivered` or
+/// `unstarted`; so `accepted == completed + failed.len() + cancelled.len() +
+/// undelivered.len() + unstarted.len()` once every `dispatch` call has
+/// returned.
 #[non_exhaustive]
 #[derive(Debug)]
 pub struct DispatchReport<J, E> {
     /// The first error: a job's failure or panic (the "stage" is the
-    /// dispatcher's name, the index the job's dispatch number), or
-    /// [`PipelineError::Cancelled`] if it was cancelled before any error.
+    /// dispatcher's name, the index the job's id), an error recorded with
+    /// [`set_err`](Dispatcher::set_err), or [`PipelineError::Cancelled`] if it
+    /// was cancelled before any error.
     pub error: Option<PipelineError<E>>,
     /// Errors after the first, in order.
     pub later_errors: Vec<PipelineError<E>>,
-    /// Jobs accepted by `dispatch` that never started because of the
-    /// cancellation.
-    pub unstarted: Vec<J>,
-    /// Jobs that completed successfully.
+    /// Jobs accepted by `dispatch`.
+    pub accepted: u64,
+    /// Jobs whose result was handed to the receiver (read or still waiting
+    /// in it).
     pub completed: u64,
+    /// Ids of the jobs that failed or panicked (their errors are `error` and
+    /// `later_errors`).
+    pub failed: Vec<u64>,
+    /// Ids of the jobs that were running when the dispatcher stopped: an
+    /// async job is dropped at its next `.await`; one that blocks its thread
+    /// runs until it returns or yields, its result is discarded, and its
+    /// worker then ends.
+    pub cancelled: Vec<u64>,
+    /// Ids of the jobs that finished after the consumer dropped its receiver
+    /// (their results had nowhere to go).
+    pub undelivered: Vec<u64>,
+    /// Jobs accepted that never started because the dispatcher stopped, with
+    /// their ids (not yet taken by [`take_unstarted`](Dispatcher::take_unstarted)).
+    pub unstarted: Vec<(u64, J)>,
+    /// True if the dispatcher stopped because the consumer dropped its
+    /// receiver.
+    pub receiver_dropped: bool,
 }
 
 impl DispatcherBuilder {
@@ -194,37 +172,50 @@ impl DispatcherBuilder {
         self
     }
 
-    /// Worker count. Default: 1.
-    ///
-    /// # Panics
-    ///
-    /// If `workers` is 0 (they would never run a job).
+    /// Worker count: jobs run at most this many at a time, and with this
+    /// many jobs available this many run. Must be at least 1
+    /// ([`start`](DispatcherBuilder::start) checks). Default: 1.
     pub fn workers(mut self, workers: usize) -> Self {
-        assert!(workers > 0, "a dispatcher needs at least 1 worker");
         self.workers = workers;
         self
     }
 
-    /// Capacity of the job channel and of the result channel; 0 = rendezvous
-    /// (a dispatch returns once a worker took the job). Default: 0, as the
-    /// seed's unbuffered dispatcher.
-    pub fn buffer(mut self, capacity: usize) -> Self {
-        self.buffer = capacity;
+    /// Capacity of the job channel; 0 = rendezvous (a dispatch returns once a
+    /// worker took the job). Default: 0, as the seed's unbuffered dispatcher.
+    pub fn jobs_buffer(mut self, capacity: usize) -> Self {
+        self.jobs_buffer = capacity;
         self
     }
 
-    /// Cancels the dispatcher when `token` is cancelled.
+    /// Capacity of the result channel; 0 = rendezvous (a worker hands its
+    /// result over only when the consumer takes it). Default: 0.
+    pub fn results_buffer(mut self, capacity: usize) -> Self {
+        self.results_buffer = capacity;
+        self
+    }
+
+    /// Cancels the dispatcher when `token` is cancelled (as
+    /// [`cancel`](Dispatcher::cancel) does).
     pub fn cancel_token(mut self, token: CancellationToken) -> Self {
         self.token = Some(token);
         self
     }
 
-    /// Starts the workers, each running `f(job)` for one job at a time.
+    /// Starts the workers, each running `f(job)` for one job at a time, and
+    /// returns the dispatcher and the receiver of its results.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::ZeroWorkers`] if `workers` is 0.
     ///
     /// # Panics
     ///
     /// If called outside a tokio runtime.
-    pub fn start<J, R, E, F, Fut>(self, f: F) -> Dispatcher<J, R, E>
+    #[allow(clippy::type_complexity)] // a pair of the two ends, as `channel()` returns
+    pub fn start<J, R, E, F, Fut>(
+        self,
+        f: F,
+    ) -> Result<(Dispatcher<J, R, E>, DispatchReceiver<R>), BuildError>
     where
         J: Send + 'static,
         R: Send + 'static,
@@ -232,22 +223,20 @@ impl DispatcherBuilder {
         F: Fn(J) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
-        let (jobs_tx, jobs_rx) = channel::<(u64, J)>(self.buffer);
-        let (results_tx, results_rx) = channel::<R>(self.buffer);
-        let results_chan = Arc::clone(results_rx.channel());
-        let shared = Arc::new(Shared {
-            name: self.name,
-            halted: AtomicBool::new(false),
-            jobs: Arc::clone(jobs_tx.channel()),
-            results: Arc::new(move || results_chan.close()),
-            errors: Mutex::new((None, Vec::new())),
-            unstarted: Mutex::new(Vec::new()),
-            completed: AtomicU64::new(0),
-        });
+        if self.workers == 0 {
+            return Err(BuildError::ZeroWorkers { name: self.name });
+        }
+        let (jobs_tx, jobs_rx) = channel::<(u64, J)>(self.jobs_buffer);
+        let (results_tx, results_rx) = channel::<R>(self.results_buffer);
+        let shared = Arc::new(Shared::new(
+            self.name,
+            Arc::clone(jobs_tx.channel()),
+            self.workers,
+        ));
         let mut tasks = JoinSet::new();
         let f = Arc::new(f);
         for _ in 0..self.workers {
-            tasks.spawn(work(
+            tasks.spawn(shared::work(
                 Arc::clone(&shared),
                 Arc::clone(&f),
                 jobs_rx.clone(),
@@ -257,50 +246,29 @@ impl DispatcherBuilder {
         if let Some(token) = self.token {
             let shared = Arc::clone(&shared);
             tasks.spawn(async move {
-                token.cancelled().await;
-                shared.fail(PipelineError::Cancelled);
+                tokio::select! {
+                    biased;
+                    () = shared.finished.cancelled() => {}
+                    () = shared.stop.cancelled() => {}
+                    () = token.cancelled() => shared.fail(PipelineError::Cancelled),
+                }
             });
         }
-        Dispatcher {
+        let tasks = Arc::new(Mutex::new(tasks));
+        let receiver = DispatchReceiver::new(
+            results_rx,
+            Arc::clone(&shared) as Arc<dyn receiver::Stop<R>>,
+            Arc::clone(&tasks),
+        );
+        let dispatcher = Dispatcher {
             inner: Arc::new(Inner {
                 shared,
                 jobs: Mutex::new(Some(jobs_tx)),
-                next_index: AtomicU64::new(0),
-                results: results_rx,
-                tasks: Mutex::new(tasks),
+                next_id: AtomicU64::new(0),
+                tasks,
             }),
-        }
-    }
-}
-
-async fn work<J, R, E, F, Fut>(
-    shared: Arc<Shared<J, E>>,
-    f: Arc<F>,
-    jobs: Receiver<(u64, J)>,
-    results: Sender<R>,
-) where
-    F: Fn(J) -> Fut,
-    Fut: Future<Output = Result<R, E>>,
-{
-    while let Some((index, job)) = jobs.recv().await {
-        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| f(job))) {
-            Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
-            Err(payload) => Err(payload),
         };
-        match outcome {
-            Ok(Ok(result)) => {
-                shared.completed.fetch_add(1, Ordering::Relaxed);
-                if results.send(result).await.is_err() {
-                    break;
-                }
-            }
-            Ok(Err(error)) => shared.fail(PipelineError::Failed {
-                stage: shared.name.clone(),
-                index,
-                error,
-            }),
-            Err(payload) => shared.fail(PipelineError::panicked(&shared.name, index, &*payload)),
-        }
+        Ok((dispatcher, receiver))
     }
 }
 
@@ -310,7 +278,8 @@ impl Dispatcher<(), (), ()> {
         DispatcherBuilder {
             name: "dispatcher".to_owned(),
             workers: 1,
-            buffer: 0,
+            jobs_buffer: 0,
+            results_buffer: 0,
             token: None,
         }
     }
@@ -322,12 +291,18 @@ where
     R: Send + 'static,
     E: Send + 'static,
 {
-    /// Starts `workers` workers running `f`, with the builder's other defaults.
+    /// Starts `workers` workers running `f`, with the builder's other
+    /// defaults; returns the dispatcher and the receiver of its results.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::ZeroWorkers`] if `workers` is 0.
     ///
     /// # Panics
     ///
-    /// If `workers` is 0, or if called outside a tokio runtime.
-    pub fn new<F, Fut>(workers: usize, f: F) -> Self
+    /// If called outside a tokio runtime.
+    #[allow(clippy::type_complexity)] // as `start`
+    pub fn new<F, Fut>(workers: usize, f: F) -> Result<(Self, DispatchReceiver<R>), BuildError>
     where
         F: Fn(J) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
@@ -340,9 +315,11 @@ where
     ///
     /// # Errors
     ///
-    /// Gives the job back in [`DispatchError::Done`] after
-    /// [`done`](Dispatcher::done), and in [`DispatchError::Cancelled`] once the
-    /// dispatcher is cancelled — also while this call waits for room.
+    /// Gives the job back: in [`DispatchError::Done`] after
+    /// [`done`](Dispatcher::done); in [`DispatchError::Cancelled`] once the
+    /// dispatcher is cancelled, and in [`DispatchError::ReceiverGone`] once
+    /// the consumer dropped its receiver — also, at once, while this call
+    /// waits for room.
     ///
     /// # Cancel safety
     ///
@@ -350,80 +327,113 @@ where
     /// accepted (and is dropped with the future) or accepted as if it had
     /// returned `Ok`.
     pub async fn dispatch(&self, job: J) -> Result<(), DispatchError<J>> {
-        if self.is_cancelled() {
-            return Err(DispatchError::Cancelled(job));
+        let shared = &self.inner.shared;
+        if shared.stopped() != RUNNING {
+            return Err(self.stopped_error(job));
         }
         let Some(tx) = lock(&self.inner.jobs).clone() else {
             return Err(DispatchError::Done(job));
         };
-        let index = self.inner.next_index.fetch_add(1, Ordering::Relaxed);
-        match tx.send((index, job)).await {
-            Ok(()) => Ok(()),
-            Err((_, job)) => Err(DispatchError::Cancelled(job)),
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        match tx.send((id, job)).await {
+            Ok(()) => {
+                shared.accepted.fetch_add(1, Ordering::Release);
+                Ok(())
+            }
+            // Only a stop closes the job channel (and workers outlive it).
+            Err((_, job)) => Err(self.stopped_error(job)),
         }
     }
 
-    /// The next result; `None` once [`done`](Dispatcher::done) was called and
-    /// every job has finished, or once the dispatcher is cancelled.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: a result is taken only when the future returns it.
-    pub async fn receive(&self) -> Option<R> {
-        self.inner.results.recv().await
+    /// The error for a dispatch after a stop, giving `job` back.
+    fn stopped_error(&self, job: J) -> DispatchError<J> {
+        match self.inner.shared.stopped() {
+            RECEIVER_GONE => DispatchError::ReceiverGone(job),
+            _ => DispatchError::Cancelled(job),
+        }
     }
 
     /// No more jobs: later dispatches get [`DispatchError::Done`]; the workers
-    /// finish the jobs already accepted, then `receive` returns `None`.
-    /// Idempotent.
+    /// finish the jobs already accepted, then the receiver ends. Idempotent.
     pub fn done(&self) {
         lock(&self.inner.jobs).take();
     }
 
-    /// Cancels: dispatches fail, jobs not yet started are kept for
-    /// [`take_unstarted`](Dispatcher::take_unstarted), `receive` returns
-    /// `None`. Jobs in progress are abandoned at their next `.await`.
+    /// Cancels: dispatches fail (also those waiting), jobs not yet started
+    /// are kept (see [`take_unstarted`](Dispatcher::take_unstarted)), running
+    /// jobs are cancelled, and the receiver yields the results that had
+    /// finished, then ends. Records [`PipelineError::Cancelled`] unless an
+    /// error came first.
     pub fn cancel(&self) {
         self.inner.shared.fail(PipelineError::Cancelled);
-        self.abort_workers();
     }
 
-    fn abort_workers(&self) {
-        lock(&self.inner.tasks).abort_all();
+    /// Records a user error (as the Go seed's `SetErr`), as
+    /// [`PipelineError::User`], and cancels the dispatcher as a failing job
+    /// does. The first error wins: if one was recorded already, `error` is
+    /// kept in [`DispatchReport::later_errors`] instead, never over it.
+    pub fn set_err(&self, error: E) {
+        self.inner.shared.fail(PipelineError::User {
+            stage: self.inner.shared.name.clone(),
+            error,
+        });
     }
 
-    /// True once cancelled (by [`cancel`](Dispatcher::cancel), the token, or
-    /// a job's error).
+    /// The first error so far (a clone), without finishing or consuming
+    /// anything; `None` while there is none.
+    pub fn err(&self) -> Option<PipelineError<E>>
+    where
+        E: Clone,
+    {
+        lock(&self.inner.shared.errors).first.clone()
+    }
+
+    /// True once stopped early: by [`cancel`](Dispatcher::cancel), the
+    /// token, [`set_err`](Dispatcher::set_err), a job's error, or the
+    /// receiver being dropped.
     pub fn is_cancelled(&self) -> bool {
-        self.inner.shared.halted.load(Ordering::Acquire)
+        self.inner.shared.stopped() != RUNNING
     }
 
-    /// Takes the jobs that were accepted but never started because of a
-    /// cancellation.
-    pub fn take_unstarted(&self) -> Vec<J> {
-        std::mem::take(&mut *lock(&self.inner.shared.unstarted))
+    /// Takes the jobs (with their ids) that were accepted but never started
+    /// because the dispatcher stopped.
+    pub fn take_unstarted(&self) -> Vec<(u64, J)> {
+        std::mem::take(&mut lock(&self.inner.shared.book).unstarted)
     }
 
     /// Marks the dispatcher [`done`](Dispatcher::done), waits for every
-    /// worker to end — discarding results nobody received, so an absent
-    /// consumer cannot block it — and reports how it ended.
+    /// worker to end, and reports how every job ended.
+    ///
+    /// The workers end once the accepted jobs have run and their results are
+    /// in the result channel, so this waits for the consumer to read them
+    /// (or to drop its receiver); after [`cancel`](Dispatcher::cancel) it
+    /// returns as soon as the running jobs are dropped.
     ///
     /// # Cancel safety
     ///
     /// Dropping the future leaves the dispatcher done; nothing else is lost.
     pub async fn finish(&self) -> DispatchReport<J, E> {
         self.done();
-        while self.inner.results.recv().await.is_some() {}
-        // Results are closed: every worker has ended or been cancelled.
-        self.abort_workers();
+        let shared = &self.inner.shared;
+        shared.finished.cancelled().await;
+        // Every worker has ended; the watcher ends on `finished` too.
         let mut tasks = std::mem::take(&mut *lock(&self.inner.tasks));
         while tasks.join_next().await.is_some() {}
-        let (error, later_errors) = std::mem::take(&mut *lock(&self.inner.shared.errors));
+        let (error, later_errors) = {
+            let mut errors = lock(&shared.errors);
+            (errors.first.take(), std::mem::take(&mut errors.later))
+        };
+        let mut book = lock(&shared.book);
         DispatchReport {
             error,
             later_errors,
-            unstarted: self.take_unstarted(),
-            completed: self.inner.shared.completed.load(Ordering::Relaxed),
+            accepted: shared.accepted.load(Ordering::Acquire),
+            completed: shared.completed.load(Ordering::Acquire),
+            failed: std::mem::take(&mut book.failed),
+            cancelled: std::mem::take(&mut book.cancelled),
+            undelivered: std::mem::take(&mut book.undelivered),
+            unstarted: std::mem::take(&mut book.unstarted),
+            receiver_dropped: shared.stopped() == RECEIVER_GONE,
         }
     }
 }

@@ -33,6 +33,15 @@ pub enum PipelineError<E> {
         /// The panic message, when the payload is a string (as `panic!` makes it).
         message: Option<String>,
     },
+    /// An error recorded by hand with
+    /// [`Dispatcher::set_err`](super::Dispatcher::set_err) (a consumer that
+    /// found a bad result, as the Go seed's `SetErr`).
+    User {
+        /// The dispatcher's name.
+        stage: String,
+        /// What was recorded.
+        error: E,
+    },
     /// The run's [`cancel_token`](super::Pipeline::cancel_token) was cancelled.
     Cancelled,
     /// The run's [`deadline`](super::Pipeline::deadline) passed.
@@ -40,15 +49,21 @@ pub enum PipelineError<E> {
         /// The time limit that was set.
         limit: Duration,
     },
+    /// The pipeline's configuration was rejected, so it never ran (from
+    /// [`collect`](super::Pipeline::collect) and
+    /// [`collect_all`](super::Pipeline::collect_all);
+    /// [`run`](super::Pipeline::run) returns the [`BuildError`] itself).
+    Invalid(BuildError),
 }
 
 impl<E> PipelineError<E> {
-    /// The stage the error happened in, if it is about one item.
+    /// The stage the error happened in, if it is about one item (or the
+    /// dispatcher an error was [set](super::Dispatcher::set_err) on).
     pub fn stage(&self) -> Option<&str> {
         match self {
-            PipelineError::Failed { stage, .. } | PipelineError::Panicked { stage, .. } => {
-                Some(stage)
-            }
+            PipelineError::Failed { stage, .. }
+            | PipelineError::Panicked { stage, .. }
+            | PipelineError::User { stage, .. } => Some(stage),
             _ => None,
         }
     }
@@ -73,9 +88,19 @@ impl<E> PipelineError<E> {
         matches!(self, PipelineError::Panicked { .. })
     }
 
+    /// True for [`PipelineError::User`].
+    pub fn is_user(&self) -> bool {
+        matches!(self, PipelineError::User { .. })
+    }
+
     /// True for [`PipelineError::Cancelled`].
     pub fn is_cancelled(&self) -> bool {
         matches!(self, PipelineError::Cancelled)
+    }
+
+    /// True for [`PipelineError::Invalid`].
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, PipelineError::Invalid(_))
     }
 
     /// True for [`PipelineError::DeadlineExceeded`].
@@ -83,10 +108,11 @@ impl<E> PipelineError<E> {
         matches!(self, PipelineError::DeadlineExceeded { .. })
     }
 
-    /// The stage's own error, for [`PipelineError::Failed`].
+    /// The stage's own error, for [`PipelineError::Failed`] (and the
+    /// recorded one for [`PipelineError::User`]).
     pub fn into_inner(self) -> Option<E> {
         match self {
-            PipelineError::Failed { error, .. } => Some(error),
+            PipelineError::Failed { error, .. } | PipelineError::User { error, .. } => Some(error),
             _ => None,
         }
     }
@@ -100,6 +126,40 @@ impl<E> PipelineError<E> {
             stage: stage.to_owned(),
             index,
             message,
+        }
+    }
+}
+
+impl<E: Clone> Clone for PipelineError<E> {
+    fn clone(&self) -> Self {
+        match self {
+            PipelineError::Failed {
+                stage,
+                index,
+                error,
+            } => PipelineError::Failed {
+                stage: stage.clone(),
+                index: *index,
+                error: error.clone(),
+            },
+            PipelineError::Panicked {
+                stage,
+                index,
+                message,
+            } => PipelineError::Panicked {
+                stage: stage.clone(),
+                index: *index,
+                message: message.clone(),
+            },
+            PipelineError::User { stage, error } => PipelineError::User {
+                stage: stage.clone(),
+                error: error.clone(),
+            },
+            PipelineError::Cancelled => PipelineError::Cancelled,
+            PipelineError::DeadlineExceeded { limit } => {
+                PipelineError::DeadlineExceeded { limit: *limit }
+            }
+            PipelineError::Invalid(err) => PipelineError::Invalid(err.clone()),
         }
     }
 }
@@ -127,11 +187,17 @@ impl<E: fmt::Debug> fmt::Debug for PipelineError<E> {
                 .field("index", index)
                 .field("message", message)
                 .finish(),
+            PipelineError::User { stage, error } => f
+                .debug_struct("User")
+                .field("stage", stage)
+                .field("error", error)
+                .finish(),
             PipelineError::Cancelled => f.write_str("Cancelled"),
             PipelineError::DeadlineExceeded { limit } => f
                 .debug_struct("DeadlineExceeded")
                 .field("limit", limit)
                 .finish(),
+            PipelineError::Invalid(err) => f.debug_tuple("Invalid").field(err).finish(),
         }
     }
 }
@@ -152,10 +218,12 @@ impl<E: fmt::Display> fmt::Display for PipelineError<E> {
                 Some(m) => write!(f, "stage `{stage}` panicked on item {index}: {m}"),
                 None => write!(f, "stage `{stage}` panicked on item {index}"),
             },
+            PipelineError::User { stage, error } => write!(f, "error set on `{stage}`: {error}"),
             PipelineError::Cancelled => f.write_str("pipeline cancelled"),
             PipelineError::DeadlineExceeded { limit } => {
                 write!(f, "pipeline deadline of {limit:?} exceeded")
             }
+            PipelineError::Invalid(err) => write!(f, "invalid pipeline: {err}"),
         }
     }
 }
@@ -170,15 +238,20 @@ pub enum DispatchError<J> {
     /// [`done`](super::Dispatcher::done) was called: no more jobs are accepted.
     Done(J),
     /// The dispatcher was cancelled (its token, [`cancel`](super::Dispatcher::cancel),
-    /// or a job's error).
+    /// [`set_err`](super::Dispatcher::set_err), or a job's error).
     Cancelled(J),
+    /// The consumer dropped the [`DispatchReceiver`](super::DispatchReceiver):
+    /// nobody reads results any more, so the dispatcher stopped.
+    ReceiverGone(J),
 }
 
 impl<J> DispatchError<J> {
     /// The job that was not accepted.
     pub fn into_inner(self) -> J {
         match self {
-            DispatchError::Done(j) | DispatchError::Cancelled(j) => j,
+            DispatchError::Done(j)
+            | DispatchError::Cancelled(j)
+            | DispatchError::ReceiverGone(j) => j,
         }
     }
 
@@ -191,6 +264,11 @@ impl<J> DispatchError<J> {
     pub fn is_cancelled(&self) -> bool {
         matches!(self, DispatchError::Cancelled(_))
     }
+
+    /// True if the consumer dropped its receiver.
+    pub fn is_receiver_gone(&self) -> bool {
+        matches!(self, DispatchError::ReceiverGone(_))
+    }
 }
 
 impl<J> fmt::Debug for DispatchError<J> {
@@ -198,6 +276,7 @@ impl<J> fmt::Debug for DispatchError<J> {
         match self {
             DispatchError::Done(_) => f.write_str("Done(..)"),
             DispatchError::Cancelled(_) => f.write_str("Cancelled(..)"),
+            DispatchError::ReceiverGone(_) => f.write_str("ReceiverGone(..)"),
         }
     }
 }
@@ -207,8 +286,31 @@ impl<J> fmt::Display for DispatchError<J> {
         match self {
             DispatchError::Done(_) => f.write_str("dispatcher is done: no more jobs accepted"),
             DispatchError::Cancelled(_) => f.write_str("dispatcher is cancelled"),
+            DispatchError::ReceiverGone(_) => {
+                f.write_str("receiver gone: the consumer dropped the dispatcher's receiver")
+            }
         }
     }
 }
 
 impl<J> std::error::Error for DispatchError<J> {}
+
+/// A pipeline or dispatcher configuration was rejected (by
+/// [`Pipeline::run`](super::Pipeline::run) or
+/// [`DispatcherBuilder::start`](super::DispatcherBuilder::start)).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// A stage was given concurrency 0: it would never process anything.
+    #[error("stage `{stage}`: concurrency must be at least 1 (a stage of 0 workers never runs)")]
+    ZeroConcurrency {
+        /// The stage's name.
+        stage: String,
+    },
+    /// A dispatcher was given 0 workers: it would never run a job.
+    #[error("dispatcher `{name}`: workers must be at least 1 (0 workers never run a job)")]
+    ZeroWorkers {
+        /// The dispatcher's name.
+        name: String,
+    },
+}

@@ -31,9 +31,16 @@
 //! [`stage_process`](Pipeline::stage_process) sends each item to a function
 //! of a [`ProcessPool`](crate::process::ProcessPool) (worker processes).
 //!
-//! [`buffer`](Pipeline::buffer) sets the capacity of the channel after the
-//! last stage added (or after the source); 0 makes it a rendezvous, as a Go
-//! unbuffered channel. The default is [`DEFAULT_BUFFER`].
+//! Every channel holds [`DEFAULT_BUFFER`] items unless set:
+//! [`input_capacity`](Pipeline::input_capacity), called right after a stage,
+//! sets that stage's input channel, and
+//! [`output_capacity`](Pipeline::output_capacity) the channel from the last
+//! stage to the caller. 0 makes a channel a rendezvous, as a Go unbuffered
+//! channel: an item is handed over only when a receiver takes it, and a stage
+//! of N workers still has N items in flight when N are available.
+//!
+//! A stage of concurrency 0 is a configuration error:
+//! [`run`](Pipeline::run) returns [`BuildError`].
 //!
 //! # Output
 //!
@@ -49,8 +56,10 @@
 //! name and the item's index, or a cancellation or deadline — stops every
 //! stage and is the stream's last item. Errors after it never replace it;
 //! they are kept in [`RunReport::later_errors`].
+//! [`PipelineStream::errors`] reads them all, in order, without taking them.
 //! [`continue_on_error`](Pipeline::continue_on_error) instead delivers each
-//! failure in its item's place and keeps going.
+//! failure in its item's place and keeps going; [`Collected::results`] keeps
+//! that place (input order in an ordered run).
 //!
 //! # Cancellation
 //!
@@ -62,14 +71,22 @@
 //! # Observing
 //!
 //! [`PipelineStream::stats`] gives per-stage counts (items in and out,
-//! failures, busy time, queue depth); [`PipelineStream::events`] streams
-//! [`PipelineEvent`]s.
+//! failures, busy time, queue depth), live even while a worker is inside a
+//! long item; [`PipelineStream::events`] streams [`PipelineEvent`]s.
 //!
 //! # By hand
 //!
-//! [`Dispatcher`] is the Go seed's manual style — `dispatch`, `receive`,
-//! `done`, with cancellation and errors handled — for code that wants to
-//! wire stages itself.
+//! [`Dispatcher`] is the Go seed's manual style — `dispatch`, a
+//! [`DispatchReceiver`] stream owned by the consumer, `done`, `set_err` and
+//! `err` — with separate job and result buffers, cancellation that keeps
+//! finished results and reports every job ([`DispatchReport`]), and a
+//! producer that is told at once when the consumer is gone.
+//!
+//! # Implementation notes
+//!
+//! The channels between stages are hand-written (`channel.rs`): a bounded
+//! MPMC queue with batch hand-off and a rendezvous mode. Its module docs give
+//! the measured reason it is kept over flume, kanal and async-channel.
 
 mod builder;
 mod channel;
@@ -84,8 +101,8 @@ mod stats;
 mod stream;
 
 pub use builder::{Pipeline, DEFAULT_BUFFER};
-pub use dispatcher::{DispatchReport, Dispatcher, DispatcherBuilder};
-pub use error::{DispatchError, PipelineError};
+pub use dispatcher::{DispatchReceiver, DispatchReport, Dispatcher, DispatcherBuilder};
+pub use error::{BuildError, DispatchError, PipelineError};
 pub use events::{EventStream, PipelineEvent};
 pub use stats::{PipelineStats, StageStats};
 pub use stream::{Collected, PipelineStream, RunReport};

@@ -49,6 +49,19 @@ struct Errors<E> {
     later: Vec<PipelineError<E>>,
 }
 
+/// A value alone on its cache line (128 bytes: two lines, for the adjacent
+/// line prefetcher).
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 pub(crate) struct RunShared<E> {
     pub(crate) stop: CancellationToken,
     halted: AtomicBool,
@@ -57,7 +70,10 @@ pub(crate) struct RunShared<E> {
     aborts: Mutex<Vec<AbortHandle>>,
     pub(crate) events: EventHub,
     pub(crate) continue_on_error: bool,
-    pub(crate) produced: AtomicU64,
+    /// Written by the source once per batch: on a cache line of its own, away
+    /// from `halted`, which every worker reads per item (sharing a line made
+    /// every batch of the source a cache miss for every worker).
+    pub(crate) produced: Padded<AtomicU64>,
     live_stages: AtomicUsize,
 }
 
@@ -85,7 +101,7 @@ impl<E> RunShared<E> {
             aborts: Mutex::new(Vec::new()),
             events,
             continue_on_error,
-            produced: AtomicU64::new(0),
+            produced: Padded(AtomicU64::new(0)),
             live_stages: AtomicUsize::new(stages),
         }
     }
@@ -137,6 +153,15 @@ impl<E> RunShared<E> {
         let mut errors = lock(&self.errors);
         errors.first_taken = true;
         errors.first.take()
+    }
+
+    /// A copy of the first error (if not yet taken) and the later ones, in order.
+    pub(crate) fn errors(&self) -> Vec<PipelineError<E>>
+    where
+        E: Clone,
+    {
+        let errors = lock(&self.errors);
+        errors.first.iter().chain(&errors.later).cloned().collect()
     }
 
     pub(crate) fn take_later(&self) -> Vec<PipelineError<E>> {

@@ -58,6 +58,9 @@ const BATCH: usize = 32;
 /// stage waiting for a whole batch.
 const BATCH_TIME: Duration = Duration::from_micros(10);
 
+/// The source reads the clock for [`BATCH_TIME`] once per this many items.
+const CLOCK_EVERY: usize = 16;
+
 /// Feeds `stream` into the pipeline (also for `from_iter`, via
 /// `futures::stream::iter`). Runs as a task on the runtime; producing an item
 /// should be cheap (use a blocking stage for heavy work).
@@ -92,7 +95,13 @@ pub(crate) async fn from_stream<S, T, E>(
         index += 1;
         let started = Instant::now();
         let ended = std::future::poll_fn(|cx| {
-            while batch.len() < limit && started.elapsed() < BATCH_TIME && try_admit(window) {
+            while batch.len() < limit
+                // The clock every few items only: a read costs about as much as
+                // moving a quick item through a stage (measured: ~8% of the
+                // no-op benchmark when read per item).
+                && (batch.len() % CLOCK_EVERY != 0 || started.elapsed() < BATCH_TIME)
+                && try_admit(window)
+            {
                 match stream.as_mut().poll_next(cx) {
                     Poll::Ready(Some(item)) => {
                         batch.push_back(Env {

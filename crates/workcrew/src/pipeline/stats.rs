@@ -1,17 +1,20 @@
-//! Per-stage statistics: shared counters, the per-worker batching of them, and
-//! the snapshot types.
+//! Per-stage statistics: the live per-worker counters and the snapshot types.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 /// A snapshot of one stage, from [`PipelineStream::stats`](super::PipelineStream::stats).
 ///
-/// Workers publish their counts in batches (at least every 64 items and
-/// whenever they wait for input), so a snapshot taken mid-run may lag by a few
-/// items; once a stage has finished its counts are exact.
+/// Live: each worker publishes its counts as they change (an item counts as
+/// in when the stage's function is called for it, and as out when its result
+/// is done), and busy time includes the interval in progress, so a snapshot
+/// taken while a worker is 10 s into one item shows that item in and 10 s
+/// busy. The lag is bounded by the time one atomic store takes to become
+/// visible to the reading thread (no batching); counts of different workers
+/// are read one after the other, not at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StageStats {
@@ -29,7 +32,8 @@ pub struct StageStats {
     pub failed: u64,
     /// Time its workers spent on items: every interval between taking an item
     /// and next waiting for input, summed over workers (so up to `concurrency`
-    /// times the wall time). Waiting for room downstream counts as busy.
+    /// times the wall time), including the intervals still open. Waiting for
+    /// room downstream counts as busy.
     pub busy: Duration,
     /// Items waiting in its input channel now.
     pub queue_depth: usize,
@@ -62,15 +66,45 @@ impl<T: Send> QueueDepth for super::channel::Channel<T> {
     }
 }
 
+/// One worker's live counts, on a cache line of its own: only that worker
+/// writes them (an uncontended store per item, no read-modify-write on a
+/// line another worker writes), and a snapshot reads them all.
+#[repr(align(128))]
+#[derive(Default)]
+struct Slot {
+    items_in: AtomicU64,
+    items_out: AtomicU64,
+    failed: AtomicU64,
+    /// Busy time: closed intervals, and the one in progress. Locked only when
+    /// the worker starts or ends a busy interval, and by a snapshot.
+    busy: Mutex<Busy>,
+}
+
+#[derive(Default)]
+struct Busy {
+    total: Duration,
+    since: Option<Instant>,
+}
+
+impl Busy {
+    fn now(&self) -> Duration {
+        self.total + self.since.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
+/// Adds 1 to a counter that only the calling worker writes.
+#[inline]
+fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
 /// The shared counters of one stage.
 pub(crate) struct StageShared {
     pub(crate) name: Arc<str>,
     pub(crate) concurrency: usize,
     pub(crate) buffer: usize,
-    pub(crate) items_in: AtomicU64,
-    pub(crate) items_out: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) busy_ns: AtomicU64,
+    /// One per worker.
+    slots: Box<[Slot]>,
     pub(crate) workers: AtomicUsize,
     pub(crate) input: Arc<dyn QueueDepth>,
 }
@@ -86,108 +120,96 @@ impl StageShared {
             name,
             concurrency,
             buffer,
-            items_in: AtomicU64::new(0),
-            items_out: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            busy_ns: AtomicU64::new(0),
+            slots: (0..concurrency).map(|_| Slot::default()).collect(),
             workers: AtomicUsize::new(0),
             input,
         }
     }
 
     pub(crate) fn snapshot(&self) -> StageStats {
+        let sum = |f: fn(&Slot) -> &AtomicU64| -> u64 {
+            self.slots
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .sum()
+        };
         StageStats {
             name: self.name.to_string(),
             concurrency: self.concurrency,
             buffer: self.buffer,
-            items_in: self.items_in.load(Ordering::Relaxed),
-            items_out: self.items_out.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            busy: Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed)),
+            items_in: sum(|s| &s.items_in),
+            items_out: sum(|s| &s.items_out),
+            failed: sum(|s| &s.failed),
+            busy: self.slots.iter().map(|s| lock(&s.busy).now()).sum(),
             queue_depth: self.input.depth(),
             workers: self.workers.load(Ordering::Relaxed),
         }
     }
-}
 
-/// One worker's counts, published to [`StageShared`] in batches so that the
-/// hot path touches no shared cache line and reads the clock only when the
-/// worker goes idle or wakes.
-pub(crate) struct LocalStats<'a> {
-    shared: &'a StageShared,
-    items_in: u64,
-    items_out: u64,
-    failed: u64,
-    busy_since: Option<Instant>,
-    busy: Duration,
-}
-
-impl<'a> LocalStats<'a> {
-    /// Publish at least this often.
-    const BATCH: u64 = 64;
-
-    pub(crate) fn new(shared: &'a StageShared) -> Self {
-        LocalStats {
-            shared,
-            items_in: 0,
-            items_out: 0,
-            failed: 0,
-            busy_since: None,
-            busy: Duration::ZERO,
+    /// The counts of worker `index` (0-based, below `concurrency`).
+    pub(crate) fn worker(&self, index: usize) -> WorkerStats<'_> {
+        WorkerStats {
+            slot: &self.slots[index],
+            busy: false,
         }
     }
+}
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No user code runs under this lock, so a poisoned one is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One worker's handle on its [`Slot`]: counts are published as they happen,
+/// and the clock is read only when the worker starts or ends a busy interval.
+pub(crate) struct WorkerStats<'a> {
+    slot: &'a Slot,
+    /// A busy interval is open.
+    busy: bool,
+}
+
+impl WorkerStats<'_> {
+    /// The stage's function is about to be called for an item (or, in
+    /// continue mode, a failure passes through).
+    #[inline]
     pub(crate) fn took(&mut self) {
-        if self.busy_since.is_none() {
-            self.busy_since = Some(Instant::now());
+        if !self.busy {
+            self.start_busy();
         }
-        self.items_in += 1;
+        bump(&self.slot.items_in);
     }
 
+    #[cold]
+    fn start_busy(&mut self) {
+        self.busy = true;
+        lock(&self.slot.busy).since = Some(Instant::now());
+    }
+
+    #[inline]
     pub(crate) fn passed(&mut self) {
-        self.items_out += 1;
-        if self.items_out >= Self::BATCH {
-            self.flush();
-        }
+        bump(&self.slot.items_out);
     }
 
+    #[inline]
     pub(crate) fn failed(&mut self) {
-        self.failed += 1;
+        bump(&self.slot.failed);
     }
 
-    /// The worker is about to wait for input: close the busy interval, publish.
+    /// The worker is about to wait for input: closes the busy interval.
     pub(crate) fn idle(&mut self) {
-        if let Some(since) = self.busy_since.take() {
-            self.busy += since.elapsed();
+        if self.busy {
+            self.busy = false;
+            let mut busy = lock(&self.slot.busy);
+            if let Some(since) = busy.since.take() {
+                busy.total += since.elapsed();
+            }
         }
-        self.flush();
-    }
-
-    pub(crate) fn flush(&mut self) {
-        let s = self.shared;
-        if self.items_in > 0 {
-            s.items_in.fetch_add(self.items_in, Ordering::Relaxed);
-        }
-        if self.items_out > 0 {
-            s.items_out.fetch_add(self.items_out, Ordering::Relaxed);
-        }
-        if self.failed > 0 {
-            s.failed.fetch_add(self.failed, Ordering::Relaxed);
-        }
-        if !self.busy.is_zero() {
-            let ns = u64::try_from(self.busy.as_nanos()).unwrap_or(u64::MAX);
-            s.busy_ns.fetch_add(ns, Ordering::Relaxed);
-        }
-        self.items_in = 0;
-        self.items_out = 0;
-        self.failed = 0;
-        self.busy = Duration::ZERO;
     }
 }
 
-impl Drop for LocalStats<'_> {
+impl Drop for WorkerStats<'_> {
     fn drop(&mut self) {
-        // Also on abort: the counts of a cancelled worker are not lost.
+        // Also on abort: a cancelled worker's busy interval is closed.
         self.idle();
     }
 }

@@ -64,20 +64,34 @@ pub struct RunReport<E> {
 }
 
 /// Everything a finished run produced, from
-/// [`Pipeline::collect_all`](super::Pipeline::collect_all).
+/// [`Pipeline::collect_all`](super::Pipeline::collect_all) or
+/// [`PipelineStream::collect_all`].
 #[non_exhaustive]
 #[derive(Debug)]
 pub struct Collected<T, E> {
-    /// The outputs, in input order if the pipeline is ordered.
-    pub outputs: Vec<T>,
-    /// Items that failed or panicked, with
-    /// [`continue_on_error`](super::Pipeline::continue_on_error) (in fail-fast
-    /// mode the failure that stopped the run is `error`).
-    pub failures: Vec<PipelineError<E>>,
+    /// Every delivered item's result, in delivery order — input order if the
+    /// pipeline is [`ordered`](super::Pipeline::ordered). With
+    /// [`continue_on_error`](super::Pipeline::continue_on_error) a failed or
+    /// panicked item is its `Err` in its own place, so in an ordered run
+    /// `results[i]` is item `i`'s result. (In fail-fast mode the failure that
+    /// stopped the run is `error`, not here.)
+    pub results: Vec<Result<T, PipelineError<E>>>,
     /// The error that ended the run early, if one did.
     pub error: Option<PipelineError<E>>,
     /// Errors after `error`, and the final statistics.
     pub report: RunReport<E>,
+}
+
+impl<T, E> Collected<T, E> {
+    /// The successful outputs, in their order.
+    pub fn outputs(&self) -> impl Iterator<Item = &T> {
+        self.results.iter().filter_map(|r| r.as_ref().ok())
+    }
+
+    /// The failed items (continue mode), in their order.
+    pub fn failures(&self) -> impl Iterator<Item = &PipelineError<E>> {
+        self.results.iter().filter_map(|r| r.as_ref().err())
+    }
 }
 
 impl<T, E> PipelineStream<T, E> {
@@ -121,6 +135,18 @@ impl<T, E> PipelineStream<T, E> {
         EventStream(self.run.events.subscribe())
     }
 
+    /// The run's errors so far, in the order they were recorded, without
+    /// taking them: the first error (until the stream yields it as its last
+    /// item), then the later ones (see [`RunReport::later_errors`]). Items
+    /// failed in continue mode are results, not errors of the run: they come
+    /// in the stream.
+    pub fn errors(&self) -> Vec<PipelineError<E>>
+    where
+        E: Clone,
+    {
+        self.run.errors()
+    }
+
     /// Errors recorded after the first one so far (see [`RunReport::later_errors`]);
     /// takes them out.
     pub fn take_later_errors(&mut self) -> Vec<PipelineError<E>> {
@@ -149,23 +175,21 @@ impl<T, E> PipelineStream<T, E> {
     ///
     /// Dropping the future stops the run; results not yet returned are lost.
     pub async fn collect_all(mut self) -> Collected<T, E> {
-        let mut outputs = Vec::new();
-        let mut failures = Vec::new();
+        let mut results = Vec::new();
         let mut error = None;
         while let Some(item) = self.next().await {
             match item {
-                Ok(out) => outputs.push(out),
                 Err(err @ (PipelineError::Failed { .. } | PipelineError::Panicked { .. }))
                     if self.run.continue_on_error =>
                 {
-                    failures.push(err)
+                    results.push(Err(err));
                 }
+                Ok(out) => results.push(Ok(out)),
                 Err(err) => error = Some(err),
             }
         }
         Collected {
-            outputs,
-            failures,
+            results,
             error,
             report: self.shutdown().await,
         }

@@ -610,6 +610,24 @@ pub async fn reset_forgets_only_its_job(store: &dyn Store) {
     assert_eq!(next.ids, Ids::Span(5, 10));
 }
 
+/// A process that still holds a range from before a reset is fenced out of the
+/// job created again: fencing tokens keep growing across resets.
+pub async fn a_holder_from_before_a_reset_is_fenced_out(store: &dyn Store) {
+    store.open(&span_job("j", 0, 10, 10)).await.unwrap();
+    let old = claim(store, "j", "a", T0, 1).await.claimed.remove(0);
+    store.reset("j").await.unwrap();
+    store.open(&span_job("j", 0, 10, 10)).await.unwrap();
+    let new = claim(store, "j", "b", T0, 1).await.claimed.remove(0);
+    assert_eq!(new.range, old.range, "the same range number again");
+    assert!(new.fence > old.fence, "tokens grow across a reset");
+    assert!(
+        !finish(store, "j", "a", T0 + 1, done(&old)).await,
+        "the old holder is fenced out"
+    );
+    assert_eq!(store.progress("j").await.unwrap().ids_done, 0);
+    assert!(finish(store, "j", "b", T0 + 1, done(&new)).await);
+}
+
 /// Progress counts pending, claimed and uncut ids.
 pub async fn progress_counts_every_state(store: &dyn Store) {
     store.open(&span_job("j", 0, 100, 10)).await.unwrap();
@@ -696,6 +714,7 @@ macro_rules! store_conformance_tests {
             string_ids_round_trip,
             rate_limit_is_shared_gcra,
             reset_forgets_only_its_job,
+            a_holder_from_before_a_reset_is_fenced_out,
             progress_counts_every_state
         );
 

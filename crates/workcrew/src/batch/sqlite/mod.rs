@@ -54,7 +54,15 @@ use super::store::{
 const SCHEMA: &str = include_str!("schema.sql");
 const QUERIES: &str = include_str!("queries.sql");
 
-/// How hard SQLite keeps a commit (what each setting keeps: `docs/durability.md`).
+/// How hard SQLite keeps a commit.
+///
+/// [`Normal`](Durability::Normal) (the default) is SQLite's `synchronous=NORMAL`
+/// in WAL mode: a commit survives the process being killed (SIGKILL, a crash),
+/// but the last commits before an operating-system crash or power loss may be
+/// lost. Losing them rolls the job back to an earlier consistent state: ranges
+/// processed since then run again (duplicates), none is skipped.
+/// [`Full`](Durability::Full) (`FULL`) syncs the file at every commit (shared by
+/// the operations committed together): nothing committed is lost.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Durability {
@@ -1001,6 +1009,7 @@ impl Store for SqliteStore {
     fn reset<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         let job = job.to_owned();
         self.transact(move |tx| {
+            tx.exec("fence_keep", [&job])?;
             tx.exec("ranges_delete", [&job])?;
             tx.exec("failed_ids_delete", [&job])?;
             tx.exec("job_delete", [&job])?;

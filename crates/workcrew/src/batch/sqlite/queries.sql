@@ -7,8 +7,12 @@ SELECT source, span_start, span_end, range_size, id_kind, cursor, next_range, fe
   FROM {p}jobs WHERE name = ?1;
 
 -- name: job_insert
-INSERT INTO {p}jobs (name, source, span_start, span_end, range_size, id_kind, cursor)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7);
+INSERT INTO {p}jobs (name, source, span_start, span_end, range_size, id_kind, cursor, fence)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
+        coalesce((SELECT fence FROM {p}fences WHERE job = ?1), 0));
+
+-- name: fence_keep
+INSERT OR REPLACE INTO {p}fences (job, fence) SELECT name, fence FROM {p}jobs WHERE name = ?1;
 
 -- name: job_update
 UPDATE {p}jobs

@@ -48,3 +48,11 @@ CREATE TABLE IF NOT EXISTS {p}failed_ids (
     error         TEXT NOT NULL,
     PRIMARY KEY (job, id)
 ) WITHOUT ROWID;
+
+-- The last fencing token handed out per job name, kept across `reset` (which deletes the job's
+-- row): a job created again continues from it, so a process that still holds a range of the job
+-- from before the reset is fenced out instead of finishing into the new run.
+CREATE TABLE IF NOT EXISTS {p}fences (
+    job           TEXT PRIMARY KEY,
+    fence         INTEGER NOT NULL
+) WITHOUT ROWID;

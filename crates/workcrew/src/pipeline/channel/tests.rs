@@ -117,6 +117,65 @@ fn rendezvous_send_all_waits_for_receivers() {
     assert_eq!(poll(&mut recv), Poll::Ready(Some(1)));
 }
 
+/// A waker that records whether it was woken.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn flag() -> (Arc<Flag>, Waker) {
+    let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+    (Arc::clone(&flag), Waker::from(flag))
+}
+
+fn poll_with<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
+    Pin::new(f).poll(&mut Context::from_waker(waker))
+}
+
+/// The lost wake-up of the old rendezvous: a sender that found the hand-over
+/// slot full waits; when a receiver takes the slot's item while other
+/// receivers are already waiting, that sender must be woken (no receiver will
+/// *start* waiting to wake it: they all already are).
+#[test]
+fn rendezvous_sender_is_woken_when_the_slot_empties_and_receivers_wait() {
+    let (tx, rx) = channel::<u32>(0);
+    let (rx2, rx3) = (rx.clone(), rx.clone());
+    // Three receivers waiting, as idle stage workers are.
+    let (mut r1, mut r2, mut r3) = (rx.recv(), rx2.recv(), rx3.recv());
+    assert!(poll(&mut r1).is_pending());
+    assert!(poll(&mut r2).is_pending());
+    assert!(poll(&mut r3).is_pending());
+    // The first send fills the slot for r1; the second finds it full and waits.
+    assert_eq!(poll(&mut tx.send(1)), Poll::Ready(Ok(())));
+    let (woken, waker) = flag();
+    let mut second = tx.send(2);
+    assert!(poll_with(&mut second, &waker).is_pending());
+    // r1 takes its item: the slot is free and r2, r3 wait, so the sender must go.
+    assert_eq!(poll(&mut r1), Poll::Ready(Some(1)));
+    assert!(
+        woken.0.load(std::sync::atomic::Ordering::SeqCst),
+        "the blocked sender was not woken although receivers were waiting"
+    );
+    assert_eq!(poll_with(&mut second, &waker), Poll::Ready(Ok(())));
+    // And the same for a batch sender (`send_all`) blocked on the slot.
+    let (woken, waker) = flag();
+    let mut items = batch(3..5);
+    let mut send = tx.send_all(&mut items);
+    assert!(poll_with(&mut send, &waker).is_pending());
+    let got = match (poll(&mut r2), poll(&mut r3)) {
+        (Poll::Ready(Some(n)), Poll::Pending) | (Poll::Pending, Poll::Ready(Some(n))) => n,
+        other => panic!("one receiver gets item 2: {other:?}"),
+    };
+    assert_eq!(got, 2);
+    assert!(
+        woken.0.load(std::sync::atomic::Ordering::SeqCst),
+        "the blocked batch sender was not woken although a receiver was waiting"
+    );
+}
+
 /// Many senders and receivers on a multi-thread runtime, tiny capacities:
 /// every item arrives exactly once and nobody hangs (a lost wake-up would
 /// hang a receiver or a parked sender until the timeout).
@@ -195,6 +254,69 @@ fn stress_no_item_or_wake_up_is_lost() {
                 (0..SENDERS * PER_SENDER).collect::<Vec<_>>(),
                 "capacity {capacity}"
             );
+        });
+    }
+}
+
+/// The lost wake-up under load: `RECEIVERS` receivers each hold the item they
+/// got until every one of them has one (a barrier), so the run only goes on if
+/// a sender blocked on a full slot (or queue) is woken while the other
+/// receivers are already waiting. With the old rendezvous this hung at once.
+#[test]
+fn stress_every_waiting_receiver_gets_an_item() {
+    const RECEIVERS: usize = 4;
+    const ROUNDS: u32 = 2_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    for capacity in [0, 1, 3] {
+        rt.block_on(async move {
+            let (tx, rx) = channel::<u32>(capacity);
+            let barrier = Arc::new(tokio::sync::Barrier::new(RECEIVERS));
+            let mut tasks = tokio::task::JoinSet::new();
+            for s in 0..2u32 {
+                let tx = tx.clone();
+                tasks.spawn(async move {
+                    // Alternate one-item sends and batches.
+                    let mut out = VecDeque::new();
+                    let mut n = s;
+                    while n < ROUNDS * RECEIVERS as u32 {
+                        if n % 3 == 0 {
+                            tx.send(n).await.map_err(|_| ()).unwrap();
+                        } else {
+                            out.push_back(n);
+                            tx.send_all(&mut out).await.unwrap();
+                        }
+                        n += 2;
+                    }
+                    0
+                });
+            }
+            drop(tx);
+            for _ in 0..RECEIVERS {
+                let (rx, barrier) = (rx.clone(), Arc::clone(&barrier));
+                tasks.spawn(async move {
+                    let mut got = 0;
+                    while rx.recv().await.is_some() {
+                        got += 1;
+                        barrier.wait().await;
+                    }
+                    got
+                });
+            }
+            drop(rx);
+            let total = tokio::time::timeout(Duration::from_secs(60), async {
+                let mut total = 0;
+                while let Some(got) = tasks.join_next().await {
+                    total += got.unwrap();
+                }
+                total
+            })
+            .await
+            .unwrap_or_else(|_| panic!("capacity {capacity}: a blocked sender was never woken"));
+            assert_eq!(total, ROUNDS * RECEIVERS as u32);
         });
     }
 }
