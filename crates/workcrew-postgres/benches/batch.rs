@@ -19,8 +19,9 @@
 //! - `batch_ids_per_s_postgres_async`: the same with [`Durability::Async`]
 //!   (`synchronous_commit = off` on the store's connections).
 //! - `postgres_steps_per_s` (and `_async`): raw [`Store::step`] round trips, each
-//!   finishing the previous range and claiming the next (what a worker does per range),
-//!   from 2 concurrent callers, no engine: where the time goes.
+//!   finishing one range and claiming the next, from 2 concurrent callers, no engine:
+//!   the cost of one step. (The engine carries several ranges per step when its handler
+//!   is quick, so its ids per second are not this times the range size.)
 //! - `postgres_server_cpu_us_per_range` and `batch_client_cpu_us_per_range` (and
 //!   `_async`): CPU time per range of the store's server backend (its
 //!   `/proc/<pid>/schedstat`; the server must run on this machine, else the line is left
