@@ -239,6 +239,49 @@ pub async fn released_range_is_pending_at_once(store: &dyn Store) {
     assert_eq!(b.attempt, 2, "the released claim counted as an attempt");
 }
 
+/// A token is void once its range is given back (released, or failed with a
+/// retry time): a late report with it is rejected and leaves the pending range
+/// as it is, to be claimed again whole.
+pub async fn a_token_is_void_once_its_range_is_given_back(store: &dyn Store) {
+    store.open(&span_job("j", 0, 100, 10)).await.unwrap();
+    let a = claim(store, "j", "a", T0, 1).await.claimed.remove(0);
+    assert!(finish(store, "j", "a", T0 + 1, outcome(&a, FinishOutcome::Release)).await);
+    assert!(
+        !finish(store, "j", "a", T0 + 2, done(&a)).await,
+        "a report after the release is stale"
+    );
+    let late_checkpoint = Checkpoint {
+        range: a.range,
+        fence: a.fence,
+        done: 5,
+        now: T0 + 2,
+        lease_ms: LEASE,
+    };
+    assert!(!store.checkpoint("j", late_checkpoint).await.unwrap());
+    let p = store.progress("j").await.unwrap();
+    assert_eq!((p.ids_done, p.ranges_pending, p.ranges_claimed), (0, 1, 0));
+
+    let b = claim(store, "j", "b", T0 + 3, 1).await.claimed.remove(0);
+    assert_eq!(
+        (b.range, b.checkpoint),
+        (a.range, 0),
+        "the same range, whole"
+    );
+    let retry = FinishOutcome::Failed {
+        error: "flaky".to_owned(),
+        retry_at: Some(T0 + 100),
+    };
+    assert!(finish(store, "j", "b", T0 + 4, outcome(&b, retry)).await);
+    assert!(
+        !finish(store, "j", "b", T0 + 5, done(&b)).await,
+        "a report after the failed attempt is stale"
+    );
+    let c = claim(store, "j", "c", T0 + 100, 1).await.claimed.remove(0);
+    assert_eq!((c.range, c.attempt), (a.range, 3));
+    assert!(finish(store, "j", "c", T0 + 101, done(&c)).await);
+    assert_eq!(store.progress("j").await.unwrap().ids_done, 10);
+}
+
 /// A failed attempt with a retry time is pending from then on; new ranges are
 /// handed out meanwhile.
 pub async fn failed_attempt_waits_for_its_retry_time(store: &dyn Store) {
@@ -660,6 +703,7 @@ macro_rules! store_conformance_tests {
             stale_fence_is_rejected,
             expired_lease_is_reclaimed_first,
             released_range_is_pending_at_once,
+            a_token_is_void_once_its_range_is_given_back,
             failed_attempt_waits_for_its_retry_time,
             parked_range_is_listed_and_retried,
             failed_ids_are_retried_alone,
