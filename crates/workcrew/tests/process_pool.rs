@@ -541,13 +541,19 @@ async fn try_call_with_takes_options_and_fails_at_once_on_a_full_queue() {
         .await
         .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
-    let running = tokio::spawn(pool.call_owned::<_, String>("sleep", 1.0));
+    // Long enough that the queue is still full when checked, on a loaded machine too.
+    let running = tokio::spawn(pool.call_owned::<_, String>("sleep", 5.0));
     let queued = tokio::spawn(pool.call_owned::<_, String>("echo", "queued"));
-    for _ in 0..400 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
         let s = pool.stats();
         if s.busy == 1 && s.queued == 1 {
             break;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never got busy with one call queued: {s:?}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let full = pool

@@ -626,8 +626,8 @@ async fn an_idle_worker_is_reaped_soon_after_its_idle_timeout() {
     .await;
     let pool = &run.pool;
     // Calls long enough for a second worker to start while the first call runs, even on a
-    // loaded machine (a Python start can take a few hundred milliseconds then).
-    let served: Vec<u32> = join_all((0..2).map(|_| pool.call::<_, u32>("pid", &1.5)))
+    // loaded machine (a Python start took over 1.5 s at a load of 11).
+    let served: Vec<u32> = join_all((0..2).map(|_| pool.call::<_, u32>("pid", &5.0)))
         .await
         .into_iter()
         .map(Result::unwrap)
