@@ -1,11 +1,10 @@
 //! The store conformance suite against the SQLite store, plus what only SQLite
-//! has: a file shared by processes, a lock held by another connection, and
-//! data that survives reopening.
+//! has: a file locked by another process, and data that survives reopening.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use workcrew::batch::{JobSpec, SourceSpec, SqliteStore, Step, Store, StoreErrorKind};
+use workcrew::batch::{BatchJob, JobSpec, SourceSpec, SqliteStore, Step, Store, StoreErrorKind};
 
 /// A fresh database file for one test, under Cargo's per-target temp dir.
 fn fresh_path() -> std::path::PathBuf {
@@ -66,15 +65,15 @@ async fn state_survives_reopening_the_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lock_held_elsewhere_is_a_bounded_wait_then_a_busy_error() {
+async fn a_file_locked_by_another_process_is_a_bounded_wait_then_a_clear_error() {
     let path = fresh_path();
     let store = SqliteStore::builder(&path)
         .busy_timeout(Duration::from_millis(200))
         .open()
         .unwrap();
     store.open(&span()).await.unwrap();
-    // Another connection (as another process would) takes the write lock and keeps it.
-    let holder = rusqlite_like_lock(&path);
+    // Another process takes the file's write lock and keeps it.
+    let mut holder = LockHolder::start(&path);
     let started = std::time::Instant::now();
     let err = store.step("j", claim_one(0)).await.unwrap_err();
     let waited = started.elapsed();
@@ -86,31 +85,73 @@ async fn a_lock_held_elsewhere_is_a_bounded_wait_then_a_busy_error() {
         "waited only {waited:?}"
     );
     assert!(waited < Duration::from_secs(10), "waited {waited:?}");
-    drop(holder);
-    assert_eq!(
-        store.step("j", claim_one(0)).await.unwrap().claimed.len(),
-        1
+
+    // A job on it retries for its store retry time, then fails naming the file.
+    let job = BatchJob::builder(store.clone(), "j")
+        .span(0..100)
+        .range_size(10)
+        .store_retry_for(Duration::from_secs(2))
+        .handler(|_range| async { Ok::<_, String>(()) })
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = job.run().await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
     );
+    let text = err.to_string();
+    assert!(
+        text.contains(&path.display().to_string()) && text.contains("locked"),
+        "{text}"
+    );
+
+    // Once the other process lets go, the same job runs to the end.
+    holder.release();
+    let summary = job.run().await.unwrap();
+    assert!(summary.complete);
 }
 
-/// Holds `path`'s write lock through a second store connection until dropped.
-fn rusqlite_like_lock(path: &std::path::Path) -> std::sync::mpsc::Sender<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        let conn = sqlite_connection(&path);
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        ready_tx.send(()).unwrap();
-        let _ = rx.recv();
-        conn.execute_batch("ROLLBACK").unwrap();
-    });
-    ready_rx.recv().unwrap();
-    tx
+/// A Python process (its standard `sqlite3` module) holding a file's write lock.
+struct LockHolder(std::process::Child);
+
+impl LockHolder {
+    fn start(path: &std::path::Path) -> Self {
+        use std::io::{BufRead, BufReader};
+        let script = "import sqlite3, sys\n\
+            c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+            c.execute('BEGIN IMMEDIATE')\n\
+            print('locked', flush=True)\n\
+            sys.stdin.read()\n";
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 must be installed for this test");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked", "the other process took the lock");
+        LockHolder(child)
+    }
+
+    /// Lets the lock go (end of input ends the script) and reaps the process.
+    fn release(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
 }
 
-fn sqlite_connection(path: &std::path::Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(path).unwrap()
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
