@@ -19,7 +19,11 @@
 //!   one source task, the caller draining the last receiver.
 //!
 //! No-op figure: 1,000,000 `u64` items through 3 stages of `async move { Ok(n) }` with
-//! concurrency 2 each (one worker per runtime thread), unordered, default buffers.
+//! concurrency 2 each (one worker per runtime thread), unordered, default buffers, drained by a
+//! task on the runtime (`figure noop_items_per_s`: the shape of the Go program, whose draining
+//! main goroutine runs on Go's scheduler like its stages) and from `block_on`'s own thread
+//! (`figure noop_block_on_items_per_s`: a third thread on two cores, as a `#[tokio::main]` body
+//! drains it; each item batch then costs that thread a wake-up).
 //!
 //! Baselines in the same run:
 //!
@@ -526,8 +530,17 @@ fn print_noop(rt: &Runtime) {
     let mut h = Vec::with_capacity(ROUNDS);
     let mut c: [Vec<Duration>; 3] = Default::default();
     let mut g = Vec::with_capacity(ROUNDS);
+    let mut b = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
-        p.push(rt.block_on(noop_pipeline(NOOP_ITEMS)));
+        // The consumer as a runtime task, as Go's draining main goroutine is one of
+        // its scheduler's goroutines; and from `block_on`'s own thread (a third
+        // thread on two cores), as a `#[tokio::main]` body drains it.
+        p.push(rt.block_on(async {
+            tokio::spawn(noop_pipeline(NOOP_ITEMS))
+                .await
+                .expect("no-op run")
+        }));
+        b.push(rt.block_on(noop_pipeline(NOOP_ITEMS)));
         h.push(rt.block_on(noop_handwritten(NOOP_ITEMS)));
         c[0].push(rt.block_on(noop_mpmc::<Flume>(NOOP_ITEMS)));
         c[1].push(rt.block_on(noop_mpmc::<Kanal>(NOOP_ITEMS)));
@@ -538,7 +551,9 @@ fn print_noop(rt: &Runtime) {
     }
     let (p, h) = (median(p), median(h));
     let noop = per_s(NOOP_ITEMS, p);
+    let noop_block_on = per_s(NOOP_ITEMS, median(b));
     println!("figure noop_items_per_s {noop:.0} items/s");
+    println!("figure noop_block_on_items_per_s {noop_block_on:.0} items/s");
     println!(
         "figure noop_handwritten_items_per_s {:.0} items/s",
         per_s(NOOP_ITEMS, h)
@@ -560,6 +575,7 @@ fn print_noop(rt: &Runtime) {
         let go = g[g.len() / 2];
         println!("figure go_noop_items_per_s {go:.0} items/s");
         println!("ratio noop/go_noop {:.3}", noop / go);
+        println!("ratio noop_block_on/go_noop {:.3}", noop_block_on / go);
     }
 }
 
