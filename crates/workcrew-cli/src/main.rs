@@ -1,0 +1,70 @@
+//! `workcrew`: run a file of jobs (JSON lines) through a crew of workers — persistent worker
+//! processes speaking the workcrew protocol, or one process per job — with a journal that
+//! makes a rerun resume, retries, timeouts, a progress bar, and a shared store for running
+//! one job on many machines. See `workcrew --help`.
+
+mod cli;
+mod config;
+mod exec;
+mod exit_codes;
+mod input;
+mod journal;
+mod output;
+mod progress;
+mod run;
+mod runner;
+mod status;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use crate::cli::{Cli, Command};
+use crate::config::{RunConfig, Selection};
+use crate::exit_codes::{Exit, ExitCode};
+
+fn main() -> std::process::ExitCode {
+    // clap prints its own usage errors and exits 2 (ExitCode::Usage).
+    let matches = Cli::command()
+        .after_help(format!("{}\n\n{}", cli::EXAMPLES, exit_codes::HELP))
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("workcrew: error: cannot start the runtime: {e}");
+            return ExitCode::Failures.into();
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    // Worker processes and children are reaped by their owners; do not wait for
+    // blocking threads (a stdin read) beyond this.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            let code = e.downcast_ref::<Exit>().map_or(ExitCode::Failures, |x| x.code);
+            eprintln!("workcrew: error: {e:#}");
+            code.into()
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run(args) => run::run(RunConfig::from_args(args)?, false).await,
+        Command::RetryFailed(args) => run::run(RunConfig::from_args(args)?, true).await,
+        Command::Status(args) => {
+            status::status(Selection::from_args(args.select, false)?, args.failures).await
+        }
+        Command::Reset(args) => status::reset(Selection::from_args(args, false)?).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "workcrew", &mut std::io::stdout());
+            Ok(ExitCode::Success)
+        }
+    }
+}
