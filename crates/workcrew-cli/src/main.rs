@@ -48,7 +48,7 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code.into(),
         Err(e) => {
             let code = e.downcast_ref::<Exit>().map_or(ExitCode::Failures, |x| x.code);
-            eprintln!("workcrew: error: {e:#}");
+            eprintln!("workcrew: error: {}", chain(&e));
             code.into()
         }
     }
@@ -67,4 +67,20 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::Success)
         }
     }
+}
+
+/// The error and its causes, each cause left out when the text before already says it
+/// (some errors repeat their source in their own message).
+fn chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
 }

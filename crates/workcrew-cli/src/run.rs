@@ -308,10 +308,18 @@ pub(crate) async fn run(config: RunConfig, retry_failed: bool) -> Result<ExitCod
     // Exec: -j processes. Worker mode: enough calls in flight to keep every worker's
     // channel full (the pool queues what its workers cannot take yet).
     let permits = if exec { config.jobs } else { config.jobs * 512 };
-    let cap = if exec { 1000 } else { 10_000 };
+    // The range size is part of the job in the journal, so it depends on the input alone:
+    // a rerun with another -j, or another machine, resumes the same job. About 64 ranges.
     let range_size = config
         .range_size
-        .unwrap_or_else(|| (n / (config.jobs as u64 * 8)).clamp(1, cap));
+        .unwrap_or_else(|| (n / 64).clamp(1, if exec { 1000 } else { 10_000 }));
+    // Enough ranges at once to keep every slot busy while a range waits for its last job
+    // (one range at a time for ordered output).
+    let batch_workers = if config.ordered {
+        1
+    } else {
+        (config.jobs as u64).div_ceil(range_size).saturating_add(1).clamp(2, 64) as usize
+    };
     let counters = Arc::new(Counters::default());
     let shared = Arc::new(Shared {
         input,
@@ -335,7 +343,7 @@ pub(crate) async fn run(config: RunConfig, retry_failed: bool) -> Result<ExitCod
         .span(0..n as i64)
         .range_size(range_size)
         // Ordered output: one range at a time, its records in line order.
-        .workers(if config.ordered { 1 } else { 2 })
+        .workers(batch_workers)
         .max_claim(1)
         .lease(config.lease)
         .stop_grace(Duration::ZERO)
@@ -366,6 +374,13 @@ pub(crate) async fn run(config: RunConfig, retry_failed: bool) -> Result<ExitCod
         done_before: before.as_ref().map_or(0, |p| p.ids_done),
         failed_before: before.as_ref().map_or(0, |p| p.ids_failed),
     };
+    if !config.quiet && totals.done_before + totals.failed_before > 0 {
+        eprintln!(
+            "workcrew: resuming job {name}: {} of {n} lines already done ({} failed); running the rest",
+            totals.done_before + totals.failed_before,
+            totals.failed_before
+        );
+    }
     let display = Display::start(Arc::clone(&counters), totals, config.quiet);
     let signals = tokio::spawn(watch_signals(Arc::clone(&shared), pool.clone(), config.grace));
     let controller = tokio::spawn(control(Arc::clone(&shared), job.clone(), pool.clone(), config.grace));
