@@ -332,7 +332,9 @@ async fn capture<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> String {
         return String::new();
     };
     let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
+    // On the heap: an array here would be part of every job's future, copied each time
+    // the future moves.
+    let mut buf = vec![0u8; 8192];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,

@@ -65,7 +65,9 @@ pub(crate) enum Runner {
 impl Runner {
     async fn attempt(&self, job: &Job, timeout: Option<Duration>, kill: &CancellationToken) -> Attempt {
         match self {
-            Runner::Exec(exec) => exec.attempt(job, timeout, kill).await,
+            // Boxed: the exec future is large, and would make every job's future (moved
+            // into the range's set of running jobs) as large.
+            Runner::Exec(exec) => Box::pin(exec.attempt(job, timeout, kill)).await,
             Runner::Worker {
                 pool,
                 function,
