@@ -43,7 +43,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 fn stdin_from(path: &Path) -> Stdio {
@@ -67,10 +68,19 @@ fn main() {
             .map(|round| {
                 let journal = dir.path().join(format!("exec-{round}.db"));
                 let mut c = Command::new(WORKCREW);
-                c.args(["run", "--exec", "--lines", "-j2", "-q", "-o", "/dev/null", "--journal"])
-                    .arg(&journal)
-                    .arg(&input)
-                    .args(["--", "true"]);
+                c.args([
+                    "run",
+                    "--exec",
+                    "--lines",
+                    "-j2",
+                    "-q",
+                    "-o",
+                    "/dev/null",
+                    "--journal",
+                ])
+                .arg(&journal)
+                .arg(&input)
+                .args(["--", "true"]);
                 time(c, "workcrew --exec")
             })
             .collect(),
@@ -103,7 +113,9 @@ fn main() {
         println!("figure parallel_jobs_per_s {parallel_rate:.0} jobs/s");
         println!("ratio exec/parallel {:.2}", exec_rate / parallel_rate);
     } else {
-        println!("skip parallel_jobs_per_s: GNU parallel is not on PATH (benches/cli.sh installs it)");
+        println!(
+            "skip parallel_jobs_per_s: GNU parallel is not on PATH (benches/cli.sh installs it)"
+        );
     }
 
     // Persistent workers: 1,000,000 echo calls with the journal on.

@@ -40,14 +40,8 @@ pub(crate) struct Template {
 impl Template {
     /// Parses `command`.
     pub(crate) fn new(command: &[String], shell: bool, text_lines: bool) -> Template {
-        let mut args: Vec<Vec<Piece>> = command
-            .iter()
-            .map(|a| parse_arg(a, text_lines))
-            .collect();
-        let any = args
-            .iter()
-            .flatten()
-            .any(|p| !matches!(p, Piece::Text(_)));
+        let mut args: Vec<Vec<Piece>> = command.iter().map(|a| parse_arg(a, text_lines)).collect();
+        let any = args.iter().flatten().any(|p| !matches!(p, Piece::Text(_)));
         if !any {
             args.push(vec![Piece::Whole]);
         }
@@ -190,9 +184,8 @@ pub(crate) fn program_exists(program: &str) -> bool {
     if program.contains('/') {
         return Path::new(program).is_file();
     }
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// Runs jobs as processes.
@@ -215,7 +208,12 @@ impl ExecRunner {
     ) -> Attempt {
         let argv = match self.template.render(job) {
             Ok(argv) => argv,
-            Err(e) => return Attempt::Failed { error: e, result: None },
+            Err(e) => {
+                return Attempt::Failed {
+                    error: e,
+                    result: None,
+                }
+            }
         };
         let mut command = tokio::process::Command::new(&argv[0]);
         command
@@ -249,10 +247,11 @@ impl ExecRunner {
         };
         let mut child = match command.spawn() {
             Ok(child) => child,
-            Err(e) if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-            ) =>
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
             {
                 return Attempt::Fatal {
                     message: format!("cannot run {:?}: {e}", argv[0]),
@@ -368,9 +367,16 @@ mod tests {
 
     #[test]
     fn placeholders() {
-        let t = Template::new(&cmd(&["conv", "{}", "{.}.png", "{/}", "n{#}"]), false, false);
+        let t = Template::new(
+            &cmd(&["conv", "{}", "{.}.png", "{/}", "n{#}"]),
+            false,
+            false,
+        );
         let argv = t.render(&job(7, r#""dir/a.b.jpg""#)).unwrap();
-        assert_eq!(argv, ["conv", "dir/a.b.jpg", "dir/a.b.png", "a.b.jpg", "n7"]);
+        assert_eq!(
+            argv,
+            ["conv", "dir/a.b.jpg", "dir/a.b.png", "a.b.jpg", "n7"]
+        );
     }
 
     #[test]
@@ -387,13 +393,19 @@ mod tests {
     #[test]
     fn no_placeholder_appends_the_line() {
         let t = Template::new(&cmd(&["echo", "x"]), false, true);
-        assert_eq!(t.render(&job(1, "hello world")).unwrap(), ["echo", "x", "hello world"]);
+        assert_eq!(
+            t.render(&job(1, "hello world")).unwrap(),
+            ["echo", "x", "hello world"]
+        );
     }
 
     #[test]
     fn braces_that_are_no_placeholder_stay() {
         let t = Template::new(&cmd(&["awk", "{ print $1 }", "{}"]), false, true);
-        assert_eq!(t.render(&job(1, "f")).unwrap(), ["awk", "{ print $1 }", "f"]);
+        assert_eq!(
+            t.render(&job(1, "f")).unwrap(),
+            ["awk", "{ print $1 }", "f"]
+        );
     }
 
     #[test]

@@ -131,7 +131,14 @@ pub(crate) fn job_name(select: &Selection, content_hash: Option<u64>) -> String 
         Mode::Worker { function } => format!("call:{function}"),
     };
     hash = fnv1a(hash, mode.as_bytes());
-    hash = fnv1a(hash, if select.text_lines { b"\0lines" } else { b"\0json" });
+    hash = fnv1a(
+        hash,
+        if select.text_lines {
+            b"\0lines"
+        } else {
+            b"\0json"
+        },
+    );
     for arg in &select.command {
         hash = fnv1a(hash, b"\0");
         hash = fnv1a(hash, arg.as_bytes());
@@ -159,7 +166,9 @@ mod tests {
         let err = parse(b"1\n{oops\n", false, "jobs.jsonl").unwrap_err();
         let exit = err.downcast_ref::<Exit>().unwrap();
         assert_eq!(exit.code, crate::exit_codes::ExitCode::Usage);
-        assert!(exit.message.starts_with("jobs.jsonl, line 2: not a JSON value"));
+        assert!(exit
+            .message
+            .starts_with("jobs.jsonl, line 2: not a JSON value"));
     }
 
     #[test]

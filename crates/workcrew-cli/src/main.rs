@@ -47,7 +47,9 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(e) => {
-            let code = e.downcast_ref::<Exit>().map_or(ExitCode::Failures, |x| x.code);
+            let code = e
+                .downcast_ref::<Exit>()
+                .map_or(ExitCode::Failures, |x| x.code);
             eprintln!("workcrew: error: {}", chain(&e));
             code.into()
         }
@@ -63,7 +65,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Reset(args) => status::reset(Selection::from_args(args, false)?).await,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "workcrew", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "workcrew",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::Success)
         }
     }

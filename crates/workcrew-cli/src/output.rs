@@ -66,7 +66,10 @@ impl Output {
                     .open(p)
                     .with_context(|| format!("cannot open the output file {}", p.display()))?,
             )),
-            None => Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())),
+            None => Box::new(std::io::BufWriter::with_capacity(
+                1 << 16,
+                std::io::stdout(),
+            )),
         };
         Ok(Output {
             out: Mutex::new(out),

@@ -84,7 +84,10 @@ impl Shared {
     }
 
     fn reason(&self) -> Option<StopReason> {
-        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -292,7 +295,9 @@ pub(crate) async fn run(config: RunConfig, retry_failed: bool) -> Result<ExitCod
                 .encoding(workcrew::protocol::Encoding::Json)
                 .build()
                 .await
-                .with_context(|| format!("cannot start the worker {:?}", select.command.join(" ")))?;
+                .with_context(|| {
+                    format!("cannot start the worker {:?}", select.command.join(" "))
+                })?;
             Runner::Worker {
                 pool,
                 function: function.clone(),
@@ -318,7 +323,10 @@ pub(crate) async fn run(config: RunConfig, retry_failed: bool) -> Result<ExitCod
     let batch_workers = if config.ordered {
         1
     } else {
-        (config.jobs as u64).div_ceil(range_size).saturating_add(1).clamp(2, 64) as usize
+        (config.jobs as u64)
+            .div_ceil(range_size)
+            .saturating_add(1)
+            .clamp(2, 64) as usize
     };
     let counters = Arc::new(Counters::default());
     let shared = Arc::new(Shared {
@@ -382,8 +390,17 @@ pub(crate) async fn run(config: RunConfig, retry_failed: bool) -> Result<ExitCod
         );
     }
     let display = Display::start(Arc::clone(&counters), totals, config.quiet);
-    let signals = tokio::spawn(watch_signals(Arc::clone(&shared), pool.clone(), config.grace));
-    let controller = tokio::spawn(control(Arc::clone(&shared), job.clone(), pool.clone(), config.grace));
+    let signals = tokio::spawn(watch_signals(
+        Arc::clone(&shared),
+        pool.clone(),
+        config.grace,
+    ));
+    let controller = tokio::spawn(control(
+        Arc::clone(&shared),
+        job.clone(),
+        pool.clone(),
+        config.grace,
+    ));
     let started = Instant::now();
     let result = job.run().await;
     signals.abort();
@@ -416,7 +433,11 @@ pub(crate) async fn run(config: RunConfig, retry_failed: bool) -> Result<ExitCod
     if let Err(e) = result {
         if let Some(StopReason::Fatal { message, usage }) = &reason {
             eprintln!("workcrew: error: {message}");
-            return Ok(if *usage { ExitCode::Usage } else { ExitCode::Failures });
+            return Ok(if *usage {
+                ExitCode::Usage
+            } else {
+                ExitCode::Failures
+            });
         }
         return Err(anyhow::Error::new(e).context(format!("the run of job {name} failed")));
     }

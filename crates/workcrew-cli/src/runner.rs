@@ -63,7 +63,12 @@ pub(crate) enum Runner {
 }
 
 impl Runner {
-    async fn attempt(&self, job: &Job, timeout: Option<Duration>, kill: &CancellationToken) -> Attempt {
+    async fn attempt(
+        &self,
+        job: &Job,
+        timeout: Option<Duration>,
+        kill: &CancellationToken,
+    ) -> Attempt {
         match self {
             // Boxed: the exec future is large, and would make every job's future (moved
             // into the range's set of running jobs) as large.
@@ -120,7 +125,8 @@ fn call_error(e: CallError) -> Attempt {
 
 /// Backoff before retry `n` (from 1): 100 ms doubling, at most 10 s.
 pub(crate) fn backoff(n: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << n.saturating_sub(1).min(7))).min(Duration::from_secs(10))
+    Duration::from_millis(100u64.saturating_mul(1 << n.saturating_sub(1).min(7)))
+        .min(Duration::from_secs(10))
 }
 
 /// Runs `job`: its attempts with backoff between them. A stop (`stopping`) during a

@@ -20,7 +20,10 @@ fn job_name(select: &Selection) -> Result<(String, Option<input::Input>)> {
         return Ok((input::job_name(select, None), input));
     }
     let input = input::read(select.input.as_deref(), select.text_lines)?;
-    Ok((input::job_name(select, Some(input.content_hash)), Some(input)))
+    Ok((
+        input::job_name(select, Some(input.content_hash)),
+        Some(input),
+    ))
 }
 
 /// Prints done / failed / pending, the rate and ETA (when the job is running), and the
@@ -50,8 +53,8 @@ pub(crate) async fn status(select: Selection, failures: u64) -> Result<ExitCode>
             .await
             .with_context(|| format!("cannot read job {name} in {journal}"))?;
         let finished = |p: &StoreProgress| p.ids_done + p.ids_failed;
-        let rate = finished(&second).saturating_sub(finished(&first)) as f64
-            / t.elapsed().as_secs_f64();
+        let rate =
+            finished(&second).saturating_sub(finished(&first)) as f64 / t.elapsed().as_secs_f64();
         (second, Some(rate))
     } else {
         (first, None)
@@ -68,7 +71,10 @@ pub(crate) async fn status(select: Selection, failures: u64) -> Result<ExitCode>
         Some(r) if r > 0.0 => {
             let left = (pending + p.ids_claimed) as f64 / r;
             println!("  rate     {r:.1}/s");
-            println!("  eta      {}", human_duration(Duration::from_secs_f64(left)));
+            println!(
+                "  eta      {}",
+                human_duration(Duration::from_secs_f64(left))
+            );
         }
         Some(_) => println!("  rate     0/s (running, nothing finished in the last second)"),
         None if pending + p.ids_claimed == 0 => println!("  state    finished"),

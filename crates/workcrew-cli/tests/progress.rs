@@ -24,7 +24,10 @@ fn pty() -> (OwnedFd, std::path::PathBuf) {
         ws_ypixel: 0,
     };
     rustix::termios::tcsetwinsize(&controller, size).expect("window size");
-    (controller, std::path::PathBuf::from(name.to_str().expect("a utf-8 path")))
+    (
+        controller,
+        std::path::PathBuf::from(name.to_str().expect("a utf-8 path")),
+    )
 }
 
 #[test]
@@ -39,7 +42,17 @@ fn a_bar_on_a_terminal() {
         .open(&terminal)
         .expect("open the terminal side");
     let mut child = d
-        .command(&["run", "-j1", "-o", "out.jsonl", "in.jsonl", "-f", "sleep", "--", TEST_WORKER])
+        .command(&[
+            "run",
+            "-j1",
+            "-o",
+            "out.jsonl",
+            "in.jsonl",
+            "-f",
+            "sleep",
+            "--",
+            TEST_WORKER,
+        ])
         .stderr(Stdio::from(tty))
         .stdout(Stdio::null())
         .spawn()
@@ -75,7 +88,17 @@ fn plain_lines_when_not_a_terminal_and_none_with_q() {
     let d = Dir::new();
     d.write("in.txt", &support::numbers(30));
     // 30 jobs of 0.1 s, one at a time: ~3 s, so at least one plain line (every 2 s).
-    let run = d.run(&["run", "--exec", "--lines", "-j1", "in.txt", "--", "sh", "-c", "sleep 0.1"]);
+    let run = d.run(&[
+        "run",
+        "--exec",
+        "--lines",
+        "-j1",
+        "in.txt",
+        "--",
+        "sh",
+        "-c",
+        "sleep 0.1",
+    ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let plain: Vec<&str> = run.stderr.lines().filter(|l| l.contains("ETA")).collect();
     assert!(!plain.is_empty(), "{}", run.stderr);
@@ -84,13 +107,29 @@ fn plain_lines_when_not_a_terminal_and_none_with_q() {
         "{}",
         plain[0]
     );
-    assert!(!run.stderr.contains('\u{1b}'), "no escape sequences off a terminal");
-    assert!(run.stderr.contains("this run: 30 ok, 0 failed"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains('\u{1b}'),
+        "no escape sequences off a terminal"
+    );
+    assert!(
+        run.stderr.contains("this run: 30 ok, 0 failed"),
+        "{}",
+        run.stderr
+    );
 
     let input: String = (0..30).map(|_| "{\"ms\": 10}\n").collect();
     let d = Dir::new();
     d.write("in.jsonl", &input);
-    let run = d.run(&["run", "-q", "-j1", "in.jsonl", "-f", "sleep", "--", TEST_WORKER]);
+    let run = d.run(&[
+        "run",
+        "-q",
+        "-j1",
+        "in.jsonl",
+        "-f",
+        "sleep",
+        "--",
+        TEST_WORKER,
+    ]);
     assert_eq!(run.code, Some(0));
     assert_eq!(run.stderr, "", "-q prints nothing");
 }
@@ -101,10 +140,18 @@ fn help_documents_the_exit_codes_and_examples() {
     let run = d.run(&["--help"]);
     assert_eq!(run.code, Some(0));
     for text in ["Exit codes:", "130", "Examples:", "workcrew run"] {
-        assert!(run.stdout.contains(text), "{text:?} missing from:\n{}", run.stdout);
+        assert!(
+            run.stdout.contains(text),
+            "{text:?} missing from:\n{}",
+            run.stdout
+        );
     }
     let run = d.run(&["run", "--help"]);
-    assert!(run.stdout.contains("--exec") && run.stdout.contains("{field}"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("--exec") && run.stdout.contains("{field}"),
+        "{}",
+        run.stdout
+    );
     let run = d.run(&[]);
     assert_eq!(run.code, Some(2), "no arguments is a usage error");
 }
@@ -112,11 +159,19 @@ fn help_documents_the_exit_codes_and_examples() {
 #[test]
 fn completions_for_each_shell() {
     let d = Dir::new();
-    for (shell, marker) in [("bash", "complete -F"), ("zsh", "#compdef workcrew"), ("fish", "complete -c workcrew")] {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef workcrew"),
+        ("fish", "complete -c workcrew"),
+    ] {
         let child = d.command(&["completions", shell]).spawn().unwrap();
         let run = finish(child);
         assert_eq!(run.code, Some(0), "{shell}");
-        assert!(run.stdout.contains(marker), "{shell}: {}", &run.stdout[..run.stdout.len().min(300)]);
+        assert!(
+            run.stdout.contains(marker),
+            "{shell}: {}",
+            &run.stdout[..run.stdout.len().min(300)]
+        );
         assert!(run.stdout.contains("retry-failed"), "{shell}");
     }
 }

@@ -30,12 +30,28 @@ fn unique_job(test: &str) -> String {
 fn two_processes_share_one_job(store: &str, test: &str) {
     let d = Dir::new();
     let job = unique_job(test);
-    let input: String = (0..600).map(|i| format!("{{\"ms\": 5, \"i\": {i}}}\n")).collect();
+    let input: String = (0..600)
+        .map(|i| format!("{{\"ms\": 5, \"i\": {i}}}\n"))
+        .collect();
     d.write("in.jsonl", &input);
     let args = |out: &'static str| {
         vec![
-            "run", "-q", "-j2", "--range-size", "20", "--store", store, "--job", &job, "-o", out,
-            "in.jsonl", "--function", "sleep", "--", TEST_WORKER,
+            "run",
+            "-q",
+            "-j2",
+            "--range-size",
+            "20",
+            "--store",
+            store,
+            "--job",
+            &job,
+            "-o",
+            out,
+            "in.jsonl",
+            "--function",
+            "sleep",
+            "--",
+            TEST_WORKER,
         ]
         .into_iter()
         .map(str::to_owned)
@@ -55,7 +71,10 @@ fn two_processes_share_one_job(store: &str, test: &str) {
     assert_eq!(rb.code, Some(0), "second: {}", rb.stderr);
     assert_eq!(reset.code, Some(0), "{}", reset.stderr);
 
-    let (ka, kb) = (read_records(&d.join("a.jsonl")), read_records(&d.join("b.jsonl")));
+    let (ka, kb) = (
+        read_records(&d.join("a.jsonl")),
+        read_records(&d.join("b.jsonl")),
+    );
     let mut seen: HashMap<u64, usize> = HashMap::new();
     for r in ka.iter().chain(kb.iter()) {
         assert_eq!(r["status"], "ok");
@@ -87,7 +106,19 @@ fn status_reads_a_shared_store() {
     let store = redis_url();
     let job = unique_job("status");
     d.write("in.txt", "1\n2\n");
-    let run = d.run(&["run", "-q", "--store", &store, "--job", &job, "in.txt", "-f", "echo", "--", TEST_WORKER]);
+    let run = d.run(&[
+        "run",
+        "-q",
+        "--store",
+        &store,
+        "--job",
+        &job,
+        "in.txt",
+        "-f",
+        "echo",
+        "--",
+        TEST_WORKER,
+    ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let status = d.run(&["status", "--store", &store, "--job", &job]);
     let reset = d.run(&["reset", "--store", &store, "--job", &job]);

@@ -9,7 +9,16 @@ use support::{lines_with, read_records, repo_root, Dir, TEST_WORKER};
 fn each_line_is_a_call_with_its_json_value() {
     let d = Dir::new();
     d.write("jobs.jsonl", "{\"a\": 1}\n[1, 2]\n\"s\"\n7\n");
-    let run = d.run(&["run", "-q", "-j2", "jobs.jsonl", "--function", "echo", "--", TEST_WORKER]);
+    let run = d.run(&[
+        "run",
+        "-q",
+        "-j2",
+        "jobs.jsonl",
+        "--function",
+        "echo",
+        "--",
+        TEST_WORKER,
+    ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let records = run.records();
     let result = |line: u64| records.iter().find(|r| r["line"] == line).unwrap()["result"].clone();
@@ -23,7 +32,16 @@ fn each_line_is_a_call_with_its_json_value() {
 fn text_lines_are_sent_as_strings() {
     let d = Dir::new();
     d.write("in.txt", "hello world\n{not json}\n");
-    let run = d.run(&["run", "-q", "--lines", "in.txt", "--function", "echo", "--", TEST_WORKER]);
+    let run = d.run(&[
+        "run",
+        "-q",
+        "--lines",
+        "in.txt",
+        "--function",
+        "echo",
+        "--",
+        TEST_WORKER,
+    ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let records = run.records();
     let r2 = records.iter().find(|r| r["line"] == 2).unwrap();
@@ -42,7 +60,14 @@ fn the_python_worker_serves_the_example() {
     d.write("jobs.jsonl", &jobs);
     let worker = root.join("examples/cli/hash_worker.py");
     let run = d.run(&[
-        "run", "-q", "-j2", "jobs.jsonl", "--function", "sha256", "--", "python3",
+        "run",
+        "-q",
+        "-j2",
+        "jobs.jsonl",
+        "--function",
+        "sha256",
+        "--",
+        "python3",
         worker.to_str().unwrap(),
     ]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
@@ -51,23 +76,43 @@ fn the_python_worker_serves_the_example() {
     let r1 = records.iter().find(|r| r["line"] == 1).unwrap();
     assert_eq!(r1["result"]["sha256"].as_str().unwrap().len(), 64);
     let r3 = records.iter().find(|r| r["line"] == 3).unwrap();
-    assert!(r3["error"].as_str().unwrap().starts_with("cannot read"), "{r3}");
+    assert!(
+        r3["error"].as_str().unwrap().starts_with("cannot read"),
+        "{r3}"
+    );
 }
 
 #[test]
 fn unknown_function_is_a_usage_error() {
     let d = Dir::new();
     d.write("jobs.jsonl", "1\n2\n");
-    let run = d.run(&["run", "-q", "jobs.jsonl", "--function", "nope", "--", TEST_WORKER]);
+    let run = d.run(&[
+        "run",
+        "-q",
+        "jobs.jsonl",
+        "--function",
+        "nope",
+        "--",
+        TEST_WORKER,
+    ]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(
-        run.stderr.contains("no worker serves a function named \"nope\""),
+        run.stderr
+            .contains("no worker serves a function named \"nope\""),
         "{}",
         run.stderr
     );
     assert!(run.records().is_empty());
     // Nothing was recorded as done or failed: a run with the right function does it all.
-    let run = d.run(&["run", "-q", "jobs.jsonl", "--function", "echo", "--", TEST_WORKER]);
+    let run = d.run(&[
+        "run",
+        "-q",
+        "jobs.jsonl",
+        "--function",
+        "echo",
+        "--",
+        TEST_WORKER,
+    ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     let run = d.run(&["run", "-q", "jobs.jsonl", "--", TEST_WORKER]);
@@ -94,7 +139,18 @@ fn strategies_and_pool_sizes() {
     }
     let d = Dir::new();
     d.write("in.txt", "1\n");
-    let run = d.run(&["run", "--min", "3", "--max", "2", "in.txt", "-f", "echo", "--", TEST_WORKER]);
+    let run = d.run(&[
+        "run",
+        "--min",
+        "3",
+        "--max",
+        "2",
+        "in.txt",
+        "-f",
+        "echo",
+        "--",
+        TEST_WORKER,
+    ]);
     assert_eq!(run.code, Some(2));
 }
 
@@ -103,7 +159,15 @@ fn timeout_cancels_the_call() {
     let d = Dir::new();
     d.write("in.txt", "{\"ms\": 5000}\n{\"ms\": 1}\n");
     let run = d.run(&[
-        "run", "-q", "--timeout", "300ms", "in.txt", "--function", "sleep", "--", TEST_WORKER,
+        "run",
+        "-q",
+        "--timeout",
+        "300ms",
+        "in.txt",
+        "--function",
+        "sleep",
+        "--",
+        TEST_WORKER,
     ]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     let records = run.records();
@@ -116,7 +180,17 @@ fn retries_call_again() {
     let d = Dir::new();
     let marker = d.join("seen");
     d.write("in.txt", &format!("{{\"flaky\": {:?}}}\n", marker));
-    let run = d.run(&["run", "-q", "--retries", "2", "in.txt", "--function", "flaky", "--", TEST_WORKER]);
+    let run = d.run(&[
+        "run",
+        "-q",
+        "--retries",
+        "2",
+        "in.txt",
+        "--function",
+        "flaky",
+        "--",
+        TEST_WORKER,
+    ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(run.records()[0]["attempts"], 2);
 }
@@ -132,7 +206,10 @@ fn status_retry_failed_and_reset() {
     );
     let args = ["jobs.jsonl", "--function", "flaky", "--", TEST_WORKER];
     let with = |cmd: &[&str]| -> Vec<String> {
-        cmd.iter().chain(args.iter()).map(|s| (*s).to_owned()).collect()
+        cmd.iter()
+            .chain(args.iter())
+            .map(|s| (*s).to_owned())
+            .collect()
     };
     let strs = |v: &[String]| v.iter().map(String::as_str).collect::<Vec<_>>().join(" ");
     let run_args = with(&["run", "-q", "-o", "out.jsonl"]);
@@ -140,30 +217,50 @@ fn status_retry_failed_and_reset() {
     // Lines 1 and 3 are numbers: `flaky` finds no marker path "", whose metadata fails,
     // and writing "" fails too: they fail. Line 2 fails on its first call.
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert_eq!(lines_with(&read_records(&d.join("out.jsonl")), "failed"), [1, 2, 3]);
+    assert_eq!(
+        lines_with(&read_records(&d.join("out.jsonl")), "failed"),
+        [1, 2, 3]
+    );
 
     let status_args = with(&["status"]);
     let status = d.run(&status_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(status.code, Some(1), "{}", strs(&status_args));
     assert!(status.stdout.contains("failed   3"), "{}", status.stdout);
-    assert!(status.stdout.contains("line 2: first call for"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("line 2: first call for"),
+        "{}",
+        status.stdout
+    );
 
     // retry-failed runs only the failed lines: line 2 now succeeds.
     let retry_args = with(&["retry-failed", "-q", "-o", "out.jsonl"]);
     let retry = d.run(&retry_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(retry.code, Some(1), "{}", retry.stderr);
     let records = read_records(&d.join("out.jsonl"));
-    assert_eq!(records.len(), 6, "three failed lines ran again, nothing else");
+    assert_eq!(
+        records.len(),
+        6,
+        "three failed lines ran again, nothing else"
+    );
     assert_eq!(lines_with(&records, "ok"), [2]);
     let status = d.run(&status_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(status.stdout.contains("done     1"), "{}", status.stdout);
     assert!(status.stdout.contains("failed   2"), "{}", status.stdout);
 
-    let reset = d.run(&with(&["reset"]).iter().map(String::as_str).collect::<Vec<_>>());
+    let reset = d.run(
+        &with(&["reset"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert_eq!(reset.code, Some(0), "{}", reset.stderr);
     let status = d.run(&status_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(status.code, Some(0));
-    assert!(status.stdout.contains("not in the journal"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("not in the journal"),
+        "{}",
+        status.stdout
+    );
 }
 
 #[test]
