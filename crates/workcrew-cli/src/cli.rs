@@ -162,8 +162,8 @@ pub(crate) struct RunArgs {
     #[arg(long, short = 'o', value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
 
-    /// With --exec: write each job's stdout and stderr to DIR/<line>.out and DIR/<line>.err
-    /// instead of into its record.
+    /// With --exec: write each job's stdout and stderr to DIR/N.out and DIR/N.err (N: its
+    /// line number) instead of into its record.
     #[arg(long, value_name = "DIR", requires = "exec")]
     pub(crate) results: Option<PathBuf>,
 
