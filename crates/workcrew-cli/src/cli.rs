@@ -13,6 +13,11 @@ pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
+
+    /// Also log the worker processes' stdout and stderr, and the pool's and journal's
+    /// information messages (warnings are always shown), to stderr.
+    #[arg(long, short = 'v', global = true)]
+    pub(crate) verbose: bool,
 }
 
 /// The examples of `workcrew --help` (the exit codes follow them: [`crate::exit_codes::HELP`]).

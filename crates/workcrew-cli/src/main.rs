@@ -30,6 +30,18 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // Worker output reaches `tracing` at INFO (with the worker's id); warnings come from the
+    // pool and the journal (a worker restarted, a store retried).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(if cli.verbose {
+            tracing::Level::INFO
+        } else {
+            tracing::Level::WARN
+        })
+        .with_target(false)
+        .without_time()
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

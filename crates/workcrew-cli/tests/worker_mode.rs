@@ -279,3 +279,34 @@ fn another_command_is_another_job() {
     assert!(run.records().is_empty());
     assert!(run.stderr.contains("resuming job"), "{}", run.stderr);
 }
+
+#[test]
+fn verbose_shows_worker_output() {
+    let d = Dir::new();
+    d.write("in.jsonl", "\"hello from the worker\"\n");
+    let run = d.run(&["run", "-q", "in.jsonl", "-f", "say", "--", TEST_WORKER]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("hello from the worker"),
+        "{}",
+        run.stderr
+    );
+    let d = Dir::new();
+    d.write("in.jsonl", "\"hello from the worker\"\n");
+    let run = d.run(&[
+        "run",
+        "-v",
+        "-q",
+        "in.jsonl",
+        "-f",
+        "say",
+        "--",
+        TEST_WORKER,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("hello from the worker"),
+        "{}",
+        run.stderr
+    );
+}

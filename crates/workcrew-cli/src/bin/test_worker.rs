@@ -6,7 +6,8 @@
 //!   else returns it;
 //! - `sleep`: sleeps `ms` milliseconds (a number, or an object's `ms` field), returns it;
 //! - `flaky`: fails on the first call for an argument whose `flaky` field names a file
-//!   that does not exist yet (and creates it), succeeds afterwards.
+//!   that does not exist yet (and creates it), succeeds afterwards;
+//! - `say`: prints its argument (a string) to stderr, returns it.
 
 use std::time::Duration;
 
@@ -43,6 +44,10 @@ fn main() -> Result<(), ServeError> {
                 std::fs::write(path, b"seen").map_err(|e| e.to_string())?;
                 Err(format!("first call for {path} fails"))
             }
+        })
+        .function("say", |v: String| {
+            eprintln!("{v}");
+            Ok::<_, String>(v)
         })
         .build()
         .run()
