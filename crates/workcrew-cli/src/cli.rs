@@ -46,6 +46,13 @@ pub(crate) enum Command {
     RetryFailed(RunArgs),
     /// Forget a job's journal: the next run starts over.
     Reset(SelectArgs),
+    /// Internal: runs CMD in a process group of its own (how `run` starts its workers).
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        /// The worker command.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.

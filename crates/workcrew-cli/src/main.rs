@@ -22,6 +22,9 @@ use crate::config::{RunConfig, Selection};
 use crate::exit_codes::{Exit, ExitCode};
 
 fn main() -> std::process::ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "__worker") {
+        return worker_trampoline();
+    }
     // clap prints its own usage errors and exits 2 (ExitCode::Usage).
     let matches = Cli::command()
         .after_help(format!("{}\n\n{}", cli::EXAMPLES, exit_codes::HELP))
@@ -76,6 +79,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             status::status(Selection::from_args(args.select, false)?, args.failures).await
         }
         Command::Reset(args) => status::reset(Selection::from_args(args, false)?).await,
+        Command::Worker { .. } => unreachable!("handled before the runtime starts"),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -102,4 +106,30 @@ fn chain(e: &anyhow::Error) -> String {
         }
     }
     text
+}
+
+/// `workcrew __worker -- CMD ARGS`: becomes CMD in a process group of its own. `run` starts
+/// its workers this way so that a Ctrl-C in the terminal (sent to the foreground process
+/// group) reaches workcrew only: it lets the calls in flight finish, then stops the workers
+/// itself. The channel the pool passed (the inherited descriptors) goes through the `exec`.
+fn worker_trampoline() -> std::process::ExitCode {
+    use std::os::unix::process::CommandExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
+    let command = match args.first() {
+        Some(dashes) if dashes == "--" => &args[1..],
+        _ => &args[..],
+    };
+    let Some((program, rest)) = command.split_first() else {
+        eprintln!("workcrew __worker: missing the command after --");
+        return ExitCode::Usage.into();
+    };
+    if let Err(e) = rustix::process::setpgid(None, None) {
+        eprintln!("workcrew __worker: cannot make a process group: {e}");
+    }
+    let e = std::process::Command::new(program).args(rest).exec();
+    eprintln!(
+        "workcrew __worker: cannot run {}: {e}",
+        program.to_string_lossy()
+    );
+    std::process::ExitCode::from(127)
 }

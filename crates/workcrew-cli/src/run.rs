@@ -276,8 +276,10 @@ pub(crate) async fn run(config: RunConfig, retry_failed: bool) -> Result<ExitCod
             results: config.results.clone(),
         }),
         Mode::Worker { function } => {
-            let mut command = WorkerCommand::new(&select.command[0]);
-            for arg in &select.command[1..] {
+            // Through `workcrew __worker`, which puts the worker in its own process group.
+            let exe = std::env::current_exe().context("cannot find the workcrew executable")?;
+            let mut command = WorkerCommand::new(exe).arg("__worker").arg("--");
+            for arg in &select.command {
                 command = command.arg(arg);
             }
             let routing = match config.strategy {

@@ -226,3 +226,36 @@ fn the_grace_ends_with_a_kill() {
     );
     assert!(counts(&d).is_empty());
 }
+
+#[test]
+fn workers_are_not_in_workcrews_process_group() {
+    // A terminal's Ctrl-C goes to the foreground process group: the workers must not be in
+    // it, or they would die with the calls workcrew means to let finish.
+    let d = Dir::new();
+    d.write("in.jsonl", "{\"ms\": 800}\n{\"ms\": 800}\n");
+    let args = [
+        "run",
+        "-j1",
+        "-o",
+        "out.jsonl",
+        "in.jsonl",
+        "--function",
+        "sleep",
+        "--",
+        TEST_WORKER,
+    ];
+    let mut c = d.command(&args);
+    // workcrew leads a group of its own here, like a shell job.
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The whole group, as a terminal would.
+    let group = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process_group(group, Signal::INT).expect("signal the group");
+    let run = finish(child);
+    assert_eq!(run.code, Some(130), "{}", run.stderr);
+    // Both calls were in flight in the worker and finished: none failed.
+    let records = read_records(&d.join("out.jsonl"));
+    assert_eq!(records.len(), 2, "{}", run.stderr);
+    assert!(records.iter().all(|r| r["status"] == "ok"), "{records:?}");
+}
