@@ -384,10 +384,15 @@ pub(crate) async fn run(config: RunConfig, retry_failed: bool) -> Result<ExitCod
         done_before: before.as_ref().map_or(0, |p| p.ids_done),
         failed_before: before.as_ref().map_or(0, |p| p.ids_failed),
     };
-    if !config.quiet && totals.done_before + totals.failed_before > 0 {
+    let finished_before = totals.done_before + totals.failed_before;
+    if !config.quiet && finished_before > 0 {
+        let rest = if finished_before >= n {
+            "nothing left to run"
+        } else {
+            "running the rest"
+        };
         eprintln!(
-            "workcrew: resuming job {name}: {} of {n} lines already done ({} failed); running the rest",
-            totals.done_before + totals.failed_before,
+            "workcrew: resuming job {name}: {finished_before} of {n} lines already done ({} failed); {rest}",
             totals.failed_before
         );
     }
