@@ -166,7 +166,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N/s", value_parser = crate::config::parse_rate)]
     pub(crate) rate: Option<f64>,
 
-    /// Write the output records in input order.
+    /// Write the output records in input order (one range of lines at a time: with few
+    /// lines per range, give it room with --range-size).
     #[arg(long)]
     pub(crate) ordered: bool,
 

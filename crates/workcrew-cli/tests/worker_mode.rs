@@ -310,3 +310,26 @@ fn verbose_shows_worker_output() {
         run.stderr
     );
 }
+
+#[test]
+fn status_of_a_running_job_shows_rate_and_eta() {
+    let d = Dir::new();
+    d.write("in.txt", &support::numbers(60));
+    let args = ["--exec", "--lines", "in.txt", "--", "sh", "-c", "sleep 0.1"];
+    let mut run_args = vec!["run", "-q", "-j2", "-o", "out.jsonl"];
+    run_args.extend_from_slice(&args);
+    let child = d.command(&run_args).spawn().unwrap();
+    assert!(support::eventually(
+        std::time::Duration::from_secs(30),
+        || { read_records(&d.join("out.jsonl")).len() >= 4 }
+    ));
+    let mut status_args = vec!["status"];
+    status_args.extend_from_slice(&args);
+    let status = d.run(&status_args);
+    let run = support::finish(child);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    assert!(status.stdout.contains("total    60"), "{}", status.stdout);
+    assert!(status.stdout.contains("rate     "), "{}", status.stdout);
+    assert!(status.stdout.contains("eta      "), "{}", status.stdout);
+}
