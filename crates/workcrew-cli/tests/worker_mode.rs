@@ -333,3 +333,81 @@ fn status_of_a_running_job_shows_rate_and_eta() {
     assert!(status.stdout.contains("rate     "), "{}", status.stdout);
     assert!(status.stdout.contains("eta      "), "{}", status.stdout);
 }
+
+#[test]
+fn the_node_worker_serves_a_module() {
+    let d = Dir::new();
+    d.write("double.js", "exports.double = (x) => x * 2;\n");
+    d.write("in.jsonl", "1\n2\n3\n");
+    let serve = repo_root().join("workers/node/serve.js");
+    let module = d.join("double.js");
+    let run = d.run(&[
+        "run",
+        "-q",
+        "in.jsonl",
+        "-f",
+        "double",
+        "--",
+        "node",
+        serve.to_str().unwrap(),
+        module.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let mut results: Vec<i64> = run
+        .records()
+        .iter()
+        .map(|r| r["result"].as_i64().unwrap())
+        .collect();
+    results.sort_unstable();
+    assert_eq!(results, [2, 4, 6]);
+}
+
+#[test]
+fn journal_path_and_sqlite_store_url() {
+    let d = Dir::new();
+    d.write("in.txt", "1\n2\n");
+    let run = d.run(&[
+        "run",
+        "-q",
+        "--journal",
+        "elsewhere.db",
+        "in.txt",
+        "-f",
+        "echo",
+        "--",
+        TEST_WORKER,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(d.join("elsewhere.db").exists());
+    assert!(!d.join("in.txt.workcrew.db").exists());
+    // The same file as a store URL: the same job, already done.
+    let run = d.run(&[
+        "run",
+        "-q",
+        "--store",
+        "sqlite:elsewhere.db",
+        "in.txt",
+        "-f",
+        "echo",
+        "--",
+        TEST_WORKER,
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.records().is_empty(), "resumed: {}", run.stdout);
+    let run = d.run(&[
+        "run",
+        "--store",
+        "mysql://x",
+        "in.txt",
+        "-f",
+        "echo",
+        "--",
+        TEST_WORKER,
+    ]);
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("expected sqlite:PATH"),
+        "{}",
+        run.stderr
+    );
+}
