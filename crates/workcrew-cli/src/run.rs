@@ -396,6 +396,12 @@ pub(crate) async fn run(config: RunConfig, retry_failed: bool) -> Result<ExitCod
             totals.failed_before
         );
     }
+    let held = before.as_ref().map_or(0, |p| p.ids_in_flight);
+    if !config.quiet && held > 0 {
+        eprintln!(
+            "workcrew: {held} lines are claimed by another run (or by a killed one: they come back when its lease expires)"
+        );
+    }
     let display = Display::start(Arc::clone(&counters), totals, config.quiet);
     let signals = tokio::spawn(watch_signals(
         Arc::clone(&shared),

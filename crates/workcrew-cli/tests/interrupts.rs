@@ -86,8 +86,11 @@ fn sigkill_then_rerun_loses_nothing_workers() {
     let before = counts(&d).len();
     assert!(before < 400, "killed mid-run ({before} done)");
 
-    let run = d.run(&args);
+    // Not quiet this time: it says the killed run's lines come back after its lease.
+    let loud: Vec<&str> = args.iter().copied().filter(|a| *a != "-q").collect();
+    let run = d.run(&loud);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("claimed by another run"), "{}", run.stderr);
     let after = counts(&d);
     assert_eq!(after.len(), 400, "every line done");
     assert!(after.values().all(|&n| n <= 2));
