@@ -207,14 +207,15 @@ fn framed_rpc_calls_per_s(calls: u64) -> f64 {
                             std::thread::park();
                             continue;
                         }
-                        for id in sent..(sent + room).min(per_child) {
+                        let end = (sent + room).min(per_child);
+                        for id in sent..end {
                             let mut frame = [0u8; FRAMED_LEN];
                             frame[..4].copy_from_slice(&((FRAMED_LEN - 4) as u32).to_le_bytes());
                             frame[4..12].copy_from_slice(&id.to_le_bytes());
                             frame[12..].copy_from_slice(&id.wrapping_mul(3).to_le_bytes());
                             out.write_all(&frame).unwrap();
-                            sent += 1;
                         }
+                        sent = end;
                         out.flush().unwrap();
                     }
                 })
