@@ -15,9 +15,16 @@
 //!   The workers announce a concurrency of 1024 (their `echo` is async, so it costs nothing to
 //!   hold many calls): the pool then keeps 2,048 calls in flight and each write and read carries
 //!   hundreds of frames. With 64 per worker it is about 0.9–1.0M calls/s here.
-//! - `call_p50_us` / `call_p99_us`: one call at a time; `ratio call_p50/raw_p50` compares with a
-//!   raw round trip of a 16-byte frame over a socket pair to a child process that echoes it
-//!   (the physical limit).
+//! - `echo_default_calls_per_s`: the same bursts to workers that set no concurrency (an async
+//!   echo and the SDK's default, 1,024 for async functions); `ratio echo_default/echo`.
+//! - `framed_rpc_limit_calls_per_s`: the same trivial round trips without a pool — 20-byte frames
+//!   (length, call id, payload) over socket pairs to 2 child processes that echo them through
+//!   buffers, at most 1,024 unanswered per child, blocking std I/O on a writer and a reader
+//!   thread per child (median of 5 runs of 4,000,000 calls). `ratio echo/framed_rpc_limit` is
+//!   the share of what the wire allows that the pool keeps.
+//! - `call_p50_us` / `call_p99_us`: one call at a time; `ratio call_p50/raw_p50` and
+//!   `ratio call_p99/raw_p99` compare with a raw round trip of a 16-byte frame over a socket pair
+//!   to a child process that echoes it (the physical limit).
 //!   The headline latency is measured from a runtime task; `call_p50_block_on_us` measures from
 //!   `block_on`'s own thread, where every answer costs one more cross-thread wake-up.
 //! - `map_items_per_s`: `map` of 5,000,000 trivial echo items (chunked `CALL_MANY`), in order.
@@ -32,6 +39,36 @@
 //!   `node_worker_c1_calls_per_s`, the same with the worker's default concurrency of 1 (one
 //!   call per worker at a time, so each call is a round trip). Without `node` on `PATH` the
 //!   bench prints one `skip` line instead.
+
+//!
+//! # Where the time goes (issue 13, item 2)
+//!
+//! `WORKCREW_BENCH_PROFILE_ECHO=20 perf record -e cpu-clock -F 4000 --inherit <bench binary>`
+//! runs only twenty echo bursts of 100,000 calls, for a profiler. This machine's `perf` has no
+//! hardware counters, so `cpu-clock` sampling; `valgrind --tool=callgrind` gives instruction
+//! counts instead. One profile, 2026-12-02 (17,475 samples):
+//!
+//! - **Where:** 49% on the caller's thread (the `block_on` thread that creates and polls the
+//!   100,000 call futures), 30% on the runtime's two threads (the two connection tasks: read,
+//!   decode, match, deliver, exchange, encode, write), 21% in the two worker processes. The
+//!   workers are not the bottleneck; the pool's caller side is.
+//! - **Allocation, about 20% of all samples** (`malloc`, `_int_malloc`, `_int_free`,
+//!   `malloc_consolidate`): per call the caller's future, its `FuturesUnordered` node, the
+//!   argument's postcard buffer turned into `Bytes`, the `Job`, the `oneshot` channel, and the
+//!   answer's payload. Pooling the argument buffer and replacing the `oneshot` by a slot in the
+//!   call's own future are the next steps.
+//! - **Wake-ups, about 12%**: `oneshot` send/poll, `AtomicWaker`, `FuturesUnordered` wake and
+//!   release — one cross-thread wake per answer (connection task to caller).
+//! - **Locks:** `Shared::submit` (3.7%) takes the pool lock once per call;
+//!   `Shared::exchange` (1.0%) once per batch of answers. A lock-free submit queue would take
+//!   the per-call lock away.
+//! - **System calls:** the kernel is under 10% of the samples: reads and writes already carry
+//!   hundreds of frames each (the connection writes a whole exchange at once and reads 64 KiB).
+//! - **Match and decode:** `take_answers` 4.2%, the pending-call `HashMap` 1.8%.
+//!
+//! So the pool spends its time per call on the caller's side — futures, allocations and
+//! wake-ups — not on the wire, which is why `ratio echo/framed_rpc_limit` is about 0.01: the
+//! framed baseline has none of these per-call objects.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -78,6 +115,21 @@ fn serve_worker(concurrency: u32) {
     .expect("serve");
 }
 
+/// A worker as a user writes it who sets nothing: an async echo, the SDK's default concurrency.
+fn serve_default_worker() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(
+        Worker::builder()
+            .async_function("echo", |x: u64| async move { Ok::<_, String>(x) })
+            .build()
+            .serve(),
+    )
+    .expect("serve");
+}
+
 fn serve_raw() {
     // fd 0 is a socket: read 16-byte frames and write them back until end of file.
     let fd = std::io::stdin().lock();
@@ -91,11 +143,114 @@ fn serve_raw() {
     }
 }
 
+/// Bytes of a framed-RPC frame: a 4-byte length, an 8-byte call id and an 8-byte payload.
+const FRAMED_LEN: usize = 20;
+
+fn serve_framed() {
+    // fd 0 is a socket: read framed requests and answer each with the same frame, through
+    // buffers, flushing only when no more requests are already buffered (one write per batch,
+    // as the pool's connection does).
+    let fd = std::io::stdin().lock();
+    let owned = std::os::fd::AsFd::as_fd(&fd).try_clone_to_owned().unwrap();
+    let sock = std::os::unix::net::UnixStream::from(owned);
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, sock.try_clone().unwrap());
+    let mut writer = std::io::BufWriter::with_capacity(64 * 1024, sock);
+    let mut frame = [0u8; FRAMED_LEN];
+    while reader.read_exact(&mut frame).is_ok() {
+        let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, FRAMED_LEN - 4, "framed echo: bad length");
+        if writer.write_all(&frame).is_err() {
+            break;
+        }
+        if reader.buffer().is_empty() && writer.flush().is_err() {
+            break;
+        }
+    }
+}
+
+/// The framing limit: `calls` request/response round trips with call ids over socket pairs to
+/// 2 child processes that echo them, at most `FRAMED_WINDOW` unanswered per child, with blocking
+/// std I/O on a writer and a reader thread per child and no pool. What the wire allows a pool of
+/// 2 workers; `echo_calls_per_s` is divided by it.
+fn framed_rpc_calls_per_s(calls: u64) -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    const FRAMED_WINDOW: u64 = 1024;
+    const CHILDREN: u64 = 2;
+
+    let per_child = calls / CHILDREN;
+    let mut children = Vec::new();
+    let mut socks = Vec::new();
+    for _ in 0..CHILDREN {
+        let (sock, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .env(MODE_ENV, "framed")
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .spawn()
+            .unwrap();
+        children.push(child);
+        socks.push(sock);
+    }
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        for sock in &socks {
+            let answered = Arc::new(AtomicU64::new(0));
+            let writer_thread = {
+                let answered = Arc::clone(&answered);
+                let sock = sock.try_clone().unwrap();
+                scope.spawn(move || {
+                    let mut out = std::io::BufWriter::with_capacity(64 * 1024, sock);
+                    let mut sent = 0u64;
+                    while sent < per_child {
+                        let room = FRAMED_WINDOW - (sent - answered.load(Ordering::Acquire));
+                        if room == 0 {
+                            std::thread::park();
+                            continue;
+                        }
+                        let end = (sent + room).min(per_child);
+                        for id in sent..end {
+                            let mut frame = [0u8; FRAMED_LEN];
+                            frame[..4].copy_from_slice(&((FRAMED_LEN - 4) as u32).to_le_bytes());
+                            frame[4..12].copy_from_slice(&id.to_le_bytes());
+                            frame[12..].copy_from_slice(&id.wrapping_mul(3).to_le_bytes());
+                            out.write_all(&frame).unwrap();
+                        }
+                        sent = end;
+                        out.flush().unwrap();
+                    }
+                })
+            };
+            let writer = writer_thread.thread().clone();
+            let sock = sock.try_clone().unwrap();
+            scope.spawn(move || {
+                let mut input = std::io::BufReader::with_capacity(64 * 1024, sock);
+                let mut frame = [0u8; FRAMED_LEN];
+                for expected in 0..per_child {
+                    input.read_exact(&mut frame).unwrap();
+                    let id = u64::from_le_bytes(frame[4..12].try_into().unwrap());
+                    assert_eq!(id, expected, "framed echo: answers out of order");
+                    if input.buffer().is_empty() || expected + 1 == per_child {
+                        answered.store(expected + 1, Ordering::Release);
+                        writer.unpark();
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = t.elapsed();
+    for (sock, mut child) in socks.into_iter().zip(children) {
+        drop(sock);
+        let _ = child.wait();
+    }
+    (per_child * CHILDREN) as f64 / elapsed.as_secs_f64()
+}
+
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
-fn raw_round_trip_p50(rounds: usize) -> Duration {
+/// `rounds` raw round trips one after another; their sorted latencies.
+fn raw_round_trips(rounds: usize) -> Vec<Duration> {
     let mut raw = RawEcho::start();
     let mut samples = Vec::with_capacity(rounds);
     for _ in 0..rounds {
@@ -105,7 +260,7 @@ fn raw_round_trip_p50(rounds: usize) -> Duration {
     }
     raw.stop();
     samples.sort();
-    percentile(&samples, 0.5)
+    samples
 }
 
 /// `rounds` echo calls one after another; their sorted latencies.
@@ -163,6 +318,25 @@ async fn echo_burst(p: &ProcessPool, calls: u64) -> Duration {
     }
     assert_eq!(answered, calls);
     t.elapsed()
+}
+
+/// Set to a number N: the binary only runs N echo bursts of 100,000 calls (no criterion, no
+/// figures), for a profiler (`perf record`, `valgrind --tool=callgrind`) to watch.
+const PROFILE_ENV: &str = "WORKCREW_BENCH_PROFILE_ECHO";
+
+fn profile_echo(bursts: u32) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let p = pool(2, "worker").await;
+        for _ in 0..bursts {
+            echo_burst(&p, 100_000).await;
+        }
+        p.stop().await;
+    });
 }
 
 /// Criterion statistics, each pool figure next to its baseline from the same run: a burst of
@@ -280,9 +454,18 @@ fn main() {
         // One call at a time, for the CPU-bound figure.
         Ok("worker1") => return serve_worker(1),
         Ok("raw") => return serve_raw(),
+        Ok("framed") => return serve_framed(),
+        Ok("worker_default") => return serve_default_worker(),
         _ => {}
     }
     let benchmarking = std::env::args().any(|a| a == "--bench");
+    if let Ok(bursts) = std::env::var(PROFILE_ENV) {
+        return profile_echo(
+            bursts
+                .parse()
+                .expect("WORKCREW_BENCH_PROFILE_ECHO: a number"),
+        );
+    }
     let (calls, rounds, cpu_tasks, map_items) = if benchmarking {
         (100_000u64, 20_000, 200u64, 5_000_000u64)
     } else {
@@ -329,9 +512,27 @@ fn main() {
         let (p50, p99) = (percentile(&in_task, 0.5), percentile(&in_task, 0.99));
         let from_main = latencies(&p, rounds).await;
         let main_p50 = percentile(&from_main, 0.5);
-        let raw = raw_round_trip_p50(rounds);
+        let raw_samples = raw_round_trips(rounds);
+        let (raw, raw_p99) = (
+            percentile(&raw_samples, 0.5),
+            percentile(&raw_samples, 0.99),
+        );
 
         p.stop().await;
+
+        // The same burst to workers that set no concurrency (the SDK's default).
+        let defaults = pool(2, "worker_default").await;
+        let default_calls_per_s = echo_calls_per_s(&defaults, calls).await;
+        defaults.stop().await;
+
+        // The framing limit, with the pool stopped: the median of 5 runs after one to warm up.
+        let framed_calls = if benchmarking { 4_000_000 } else { 20_000 };
+        framed_rpc_calls_per_s(framed_calls);
+        let mut framed_runs: Vec<f64> = (0..5)
+            .map(|_| framed_rpc_calls_per_s(framed_calls))
+            .collect();
+        framed_runs.sort_by(f64::total_cmp);
+        let framed = framed_runs[framed_runs.len() / 2];
 
         // CPU-bound parallel efficiency: workers that run one call at a time.
         let one = pool(1, "worker1").await;
@@ -361,12 +562,24 @@ fn main() {
 
         if benchmarking {
             println!("figure echo_calls_per_s {calls_per_s:.0} calls/s");
+            println!("figure echo_default_calls_per_s {default_calls_per_s:.0} calls/s");
+            println!(
+                "ratio echo_default/echo {:.3}",
+                default_calls_per_s / calls_per_s
+            );
+            println!("figure framed_rpc_limit_calls_per_s {framed:.0} calls/s");
+            println!("ratio echo/framed_rpc_limit {:.3}", calls_per_s / framed);
             println!("figure call_p50_us {:.1} us", p50.as_secs_f64() * 1e6);
             println!("figure call_p99_us {:.1} us", p99.as_secs_f64() * 1e6);
             println!("figure raw_p50_us {:.1} us", raw.as_secs_f64() * 1e6);
+            println!("figure raw_p99_us {:.1} us", raw_p99.as_secs_f64() * 1e6);
             println!(
                 "ratio call_p50/raw_p50 {:.2}",
                 p50.as_secs_f64() / raw.as_secs_f64()
+            );
+            println!(
+                "ratio call_p99/raw_p99 {:.2}",
+                p99.as_secs_f64() / raw_p99.as_secs_f64()
             );
             println!(
                 "figure call_p50_block_on_us {:.1} us",

@@ -885,3 +885,56 @@ async fn a_call_after_shutdown_ends_serving_with_an_error() {
         "{ended:?}"
     );
 }
+
+/// The concurrency a worker announces in `HELLO` when it sets none: its serving of one worker.
+async fn announced(worker: Worker) -> u32 {
+    let (ours, theirs) = UnixStream::pair().expect("socket pair");
+    let serving = tokio::spawn(worker.serve_on(theirs));
+    let mut chan = Framed::new(ours, FrameCodec::default());
+    let frame = tokio::time::timeout(GUARD, chan.next())
+        .await
+        .expect("HELLO within the guard")
+        .expect("a frame")
+        .expect("a well-formed frame");
+    let Message::Hello(hello) = Message::from_frame(frame).unwrap() else {
+        panic!("expected HELLO")
+    };
+    drop(chan); // end of file before WELCOME: the worker stops serving
+    let _ = tokio::time::timeout(GUARD, serving)
+        .await
+        .expect("the worker stops at end of file");
+    hello.concurrency
+}
+
+/// Issue 13, item 4: a worker that sets no concurrency announces one that fits its functions —
+/// deep for async functions only, one per core once a function is sync — and an explicit one
+/// wins (0 counting as 1).
+#[tokio::test]
+async fn default_concurrency_fits_the_functions() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let async_only = Worker::builder()
+        .async_function("echo", |x: u64| async move { Ok::<_, String>(x) })
+        .build();
+    assert_eq!(
+        async_only.announced_concurrency(),
+        workcrew::worker::DEFAULT_ASYNC_CONCURRENCY
+    );
+    assert_eq!(announced(async_only).await, 1024);
+
+    let with_sync = Worker::builder()
+        .async_function("echo", |x: u64| async move { Ok::<_, String>(x) })
+        .function("square", |x: u64| Ok::<_, String>(x * x))
+        .build();
+    assert_eq!(announced(with_sync).await, cores);
+
+    let explicit = Worker::builder()
+        .async_function("echo", |x: u64| async move { Ok::<_, String>(x) })
+        .concurrency(7)
+        .build();
+    assert_eq!(announced(explicit).await, 7);
+    let zero = Worker::builder()
+        .function("square", |x: u64| Ok::<_, String>(x * x))
+        .concurrency(0)
+        .build();
+    assert_eq!(announced(zero).await, 1);
+}

@@ -29,7 +29,7 @@
 //!   then adds tokio's monotonic time, so machines agree (up to one round trip)
 //!   and tests can use tokio's paused clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -202,6 +202,11 @@ pub(crate) struct RunCtx {
     /// Cancel running handlers (the stop grace is over).
     hard: CancellationToken,
     held: Mutex<HashMap<u64, Held>>,
+    /// Ranges (with their fence) that ended here and whose finish the store has not
+    /// acknowledged yet: waiting in a worker's next step (behind ranges it claimed ahead) or
+    /// in a step being retried. The store still lists them as this owner's, and no worker
+    /// holds them: the heartbeat must not take them for claims whose reply was lost.
+    unreported: Mutex<HashSet<(u64, u64)>>,
     loader: tokio::sync::Mutex<LoaderState>,
     failure: Mutex<Option<BatchError>>,
     /// Bumped whenever a local worker reports a finish: waiting workers look again.
@@ -302,7 +307,15 @@ impl RunCtx {
                     },
                 )
             })
-            .await?;
+            .await;
+        if !finish.is_empty() {
+            // Answered (or failed for good, which ends the run): no longer waiting.
+            let mut unreported = self.unreported.lock().unwrap_or_else(|e| e.into_inner());
+            for (f, _) in &finish {
+                unreported.remove(&(f.range, f.fence));
+            }
+        }
+        let reply = reply?;
         for ((f, ids), accepted) in finish.iter().zip(&reply.finished) {
             if *accepted {
                 self.count_finish(f, *ids);
@@ -384,6 +397,7 @@ impl RunCtx {
             if let Some(lease) = lease {
                 let started = Instant::now();
                 if let (Some(f), exit) = self.run_range(Arc::clone(&self), index, lease).await {
+                    self.unreported(&f.0);
                     finish.push(f);
                     if exit {
                         // The worker exited and is not restarted: report, give back
@@ -440,6 +454,14 @@ impl RunCtx {
         }
     }
 
+    /// Records that `f`'s range ended here and waits for its finish to reach the store.
+    fn unreported(&self, f: &Finish) {
+        self.unreported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((f.range, f.fence));
+    }
+
     /// Turns the ranges a worker claimed ahead (not started) into releases.
     fn give_back(
         &self,
@@ -448,8 +470,10 @@ impl RunCtx {
         reason: &str,
     ) {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unreported = self.unreported.lock().unwrap_or_else(|e| e.into_inner());
         for lease in queue.drain(..) {
             held.remove(&lease.range);
+            unreported.insert((lease.range, lease.fence));
             self.emit(|| BatchEvent::Released {
                 range: lease.range,
                 reason: reason.to_owned(),
@@ -893,12 +917,17 @@ impl RunCtx {
                 // Ranges the store says this owner holds but no worker knows of: a
                 // step that claimed them ran, but its reply was lost and the step
                 // was retried. Seen twice in a row (so not a claim whose reply is
-                // still on its way), they are given back.
+                // still on its way), they are given back. Ranges that ended here and
+                // wait for their finish to be acknowledged are not such claims: giving
+                // one back would run it again elsewhere and fence out its finish.
+                let unreported = self.unreported.lock().unwrap_or_else(|e| e.into_inner());
                 let unknown: Vec<(u64, u64)> = still
                     .iter()
                     .filter(|(range, fence)| held.get(range).is_none_or(|h| h.fence != *fence))
+                    .filter(|key| !unreported.contains(key))
                     .copied()
                     .collect();
+                drop(unreported);
                 let orphans = unknown
                     .iter()
                     .filter(|r| suspects.contains(r))
@@ -966,6 +995,7 @@ pub(crate) async fn run(
         hard: CancellationToken::new(),
         stop,
         held: Mutex::new(HashMap::new()),
+        unreported: Mutex::new(HashSet::new()),
         loader: tokio::sync::Mutex::new(LoaderState {
             cursor: None,
             exhausted: false,

@@ -59,7 +59,7 @@ pub(crate) async fn serve_on(worker: Worker, stream: UnixStream) -> Result<(), S
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
         functions,
-        concurrency: worker.concurrency,
+        concurrency: worker.announced_concurrency(),
         encodings: worker.encodings.clone(),
         pid: Some(std::process::id()),
         batch: true,
