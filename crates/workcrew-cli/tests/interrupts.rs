@@ -90,7 +90,11 @@ fn sigkill_then_rerun_loses_nothing_workers() {
     let loud: Vec<&str> = args.iter().copied().filter(|a| *a != "-q").collect();
     let run = d.run(&loud);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stderr.contains("claimed by another run"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("claimed by another run"),
+        "{}",
+        run.stderr
+    );
     let after = counts(&d);
     assert_eq!(after.len(), 400, "every line done");
     assert!(after.values().all(|&n| n <= 2));
