@@ -541,21 +541,31 @@ async fn try_call_with_takes_options_and_fails_at_once_on_a_full_queue() {
         .await
         .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
-    // Long enough that the queue is still full when checked, on a loaded machine too.
-    let running = tokio::spawn(pool.call_owned::<_, String>("sleep", 5.0));
-    let queued = tokio::spawn(pool.call_owned::<_, String>("echo", "queued"));
+    // One step at a time (two spawned calls may start in either order): the timed-out call
+    // has ended, then the long call runs, then the next one waits in the queue. Long enough
+    // that the queue is still full when checked, on a loaded machine too.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = pool.stats();
-        if s.busy == 1 && s.queued == 1 {
-            break;
+    let wait_for = |what: &'static str, ok: fn(&workcrew::process::ProcessPoolStats) -> bool| {
+        let pool = pool.clone();
+        async move {
+            loop {
+                let s = pool.stats();
+                if ok(&s) {
+                    return;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{what}: {s:?}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worker never got busy with one call queued: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    };
+    wait_for("the timed-out call never ended", |s| s.in_flight == 0).await;
+    let running = tokio::spawn(pool.call_owned::<_, String>("sleep", 5.0));
+    wait_for("the worker never got busy", |s| s.busy == 1).await;
+    let queued = tokio::spawn(pool.call_owned::<_, String>("echo", "queued"));
+    wait_for("the next call was never queued", |s| {
+        s.busy == 1 && s.queued == 1
+    })
+    .await;
     let full = pool
         .try_call_with::<_, String>("echo", "x", &CallOptions::new())
         .await;
