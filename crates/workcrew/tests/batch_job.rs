@@ -1240,6 +1240,55 @@ async fn ranges_claimed_by_a_step_whose_reply_was_lost_are_given_back_soon() {
     );
 }
 
+/// A job over `0..n` in ranges of `size` whose handler waits `work(first id of its range)`,
+/// then records every id of the range in `seen`.
+fn timed_job(
+    store: impl Store,
+    name: &str,
+    n: i64,
+    size: u64,
+    seen: &Seen,
+    work: fn(Option<Id>) -> Duration,
+) -> BatchJobBuilder {
+    let seen = seen.clone();
+    BatchJob::builder(store, name)
+        .span(0..n)
+        .range_size(size)
+        .handler(move |range| {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(work(range.iter().next())).await;
+                for id in range.iter() {
+                    seen.add(id);
+                }
+                Ok::<_, String>(())
+            }
+        })
+}
+
+/// Runs `job` to its end, showing every event to `on_event`; its summary and how many
+/// ranges were fenced out.
+async fn run_counting_fenced(
+    job: BatchJob,
+    mut on_event: impl FnMut(&BatchEvent),
+) -> (workcrew::batch::RunSummary, usize) {
+    let mut events = job.events();
+    let runner = tokio::spawn({
+        let job = job.clone();
+        async move { job.run().await }
+    });
+    let mut fenced = 0;
+    while let Some(event) = events.next().await {
+        on_event(&event);
+        match event {
+            BatchEvent::FencedOut { .. } => fenced += 1,
+            BatchEvent::BeforeStop { .. } => break,
+            _ => {}
+        }
+    }
+    (runner.await.unwrap().unwrap(), fenced)
+}
+
 /// A range that ended here waits for its finish while the step carrying it is retried (the
 /// store refuses steps for a while, renewals still go through, and another range keeps the
 /// heartbeat renewing): the heartbeat must not take it for a claim whose reply was lost and
@@ -1249,53 +1298,32 @@ async fn a_finish_waiting_in_a_retried_step_is_not_given_back() {
     let store = Flaky::new(store());
     let steps_down = Arc::clone(&store.steps_down);
     let seen = Seen::default();
-    let job = BatchJob::builder(store, "finish-in-retry")
-        .span(0..200)
-        .range_size(100)
-        .workers(2)
-        .lease(Duration::from_secs(3))
-        .handler({
-            let seen = seen.clone();
-            move |range| {
-                let seen = seen.clone();
-                async move {
-                    // Range 0 is quick; range 1 keeps its worker (and the heartbeat) busy.
-                    let first = range.iter().next() == Some(Id::Int(0));
-                    let work = if first { 100 } else { 20_000 };
-                    tokio::time::sleep(Duration::from_millis(work)).await;
-                    for id in range.iter() {
-                        seen.add(id);
-                    }
-                    Ok::<_, String>(())
-                }
-            }
+    // Range 0 is quick; range 1 keeps its worker (and the heartbeat) busy.
+    let job = timed_job(store, "finish-in-retry", 200, 100, &seen, |first| {
+        Duration::from_millis(if first == Some(Id::Int(0)) {
+            100
+        } else {
+            20_000
         })
-        .build()
-        .unwrap();
-    let mut events = job.events();
-    let runner = tokio::spawn({
-        let job = job.clone();
-        async move { job.run().await }
-    });
-    let mut fenced = 0;
-    while let Some(event) = events.next().await {
-        match event {
-            BatchEvent::Done { range: 0, .. } if !steps_down.load(Ordering::SeqCst) => {
-                // Its finish now waits in a step the store refuses for 8 s: several
-                // heartbeats (every second) see range 0 still ours and held by no worker.
-                steps_down.store(true, Ordering::SeqCst);
-                let steps_down = Arc::clone(&steps_down);
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(8)).await;
-                    steps_down.store(false, Ordering::SeqCst);
-                });
-            }
-            BatchEvent::FencedOut { .. } => fenced += 1,
-            BatchEvent::BeforeStop { .. } => break,
-            _ => {}
+    })
+    .workers(2)
+    .lease(Duration::from_secs(3))
+    .build()
+    .unwrap();
+    let (summary, fenced) = run_counting_fenced(job, |event| {
+        if matches!(event, BatchEvent::Done { range: 0, .. }) && !steps_down.load(Ordering::SeqCst)
+        {
+            // Its finish now waits in a step the store refuses for 8 s: several
+            // heartbeats (every second) see range 0 still ours and held by no worker.
+            steps_down.store(true, Ordering::SeqCst);
+            let steps_down = Arc::clone(&steps_down);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(8)).await;
+                steps_down.store(false, Ordering::SeqCst);
+            });
         }
-    }
-    let summary = runner.await.unwrap().unwrap();
+    })
+    .await;
     assert!(summary.complete);
     assert_eq!(
         fenced, 0,
@@ -1313,44 +1341,16 @@ async fn a_finish_waiting_in_a_retried_step_is_not_given_back() {
 #[tokio::test(start_paused = true)]
 async fn finished_ranges_waiting_behind_a_slow_one_of_their_batch_are_not_given_back() {
     let seen = Seen::default();
-    let job = BatchJob::builder(store(), "finish-behind-slow")
-        .span(0..200)
-        .range_size(1)
-        .workers(1)
-        .lease(Duration::from_secs(3))
-        .handler({
-            let seen = seen.clone();
-            move |range| {
-                let seen = seen.clone();
-                async move {
-                    // Quick ranges grow the claim batch; range 100 then holds its worker
-                    // for 20 s behind the finished ranges of its batch.
-                    if range.iter().next() == Some(Id::Int(100)) {
-                        tokio::time::sleep(Duration::from_secs(20)).await;
-                    }
-                    for id in range.iter() {
-                        seen.add(id);
-                    }
-                    Ok::<_, String>(())
-                }
-            }
-        })
-        .build()
-        .unwrap();
-    let mut events = job.events();
-    let runner = tokio::spawn({
-        let job = job.clone();
-        async move { job.run().await }
-    });
-    let mut fenced = 0;
-    while let Some(event) = events.next().await {
-        match event {
-            BatchEvent::FencedOut { .. } => fenced += 1,
-            BatchEvent::BeforeStop { .. } => break,
-            _ => {}
-        }
-    }
-    let summary = runner.await.unwrap().unwrap();
+    // Quick ranges grow the claim batch; range 100 then holds its worker for 20 s behind
+    // the finished ranges of its batch.
+    let job = timed_job(store(), "finish-behind-slow", 200, 1, &seen, |first| {
+        Duration::from_secs(if first == Some(Id::Int(100)) { 20 } else { 0 })
+    })
+    .workers(1)
+    .lease(Duration::from_secs(3))
+    .build()
+    .unwrap();
+    let (summary, fenced) = run_counting_fenced(job, |_| {}).await;
     assert!(summary.complete);
     assert_eq!(
         fenced, 0,
