@@ -30,18 +30,6 @@ async fn connect(url: &str, prefix: &str) -> RedisStore {
         })
 }
 
-/// Deletes the run's keys when dropped.
-struct Cleanup {
-    url: String,
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        support::delete_prefix(&self.url, &self.prefix);
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -67,7 +55,7 @@ fn main() {
     }
     let url = support::url();
     let prefix = format!("workcrew-test:multiprocess:{}", std::process::id());
-    let _cleanup = Cleanup {
+    let _cleanup = support::KeyPrefix {
         url: url.clone(),
         prefix: prefix.clone(),
     };

@@ -253,10 +253,10 @@ async fn unreadable_keys_are_corrupt() {
         .unwrap()
         .claimed
         .remove(0);
-    let client = redis::Client::open(store.url.as_str()).unwrap();
+    let client = redis::Client::open(store.guard.url.as_str()).unwrap();
     let mut conn = client.get_connection().unwrap();
     // A range record someone overwrote.
-    let ranges = format!("{{{}:c}}:ranges", store.prefix);
+    let ranges = format!("{{{}:c}}:ranges", store.guard.prefix);
     let _: () = redis::cmd("HSET")
         .arg(&ranges)
         .arg(format!("{:016}", lease.range))
@@ -278,7 +278,7 @@ async fn unreadable_keys_are_corrupt() {
         .unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::Corrupt, "{err}");
     // A job record someone overwrote.
-    let job = format!("{{{}:c}}:job", store.prefix);
+    let job = format!("{{{}:c}}:job", store.guard.prefix);
     let _: () = redis::cmd("SET")
         .arg(&job)
         .arg("\u{1}not msgpack")
@@ -300,7 +300,7 @@ async fn unreadable_keys_are_corrupt() {
 #[tokio::test]
 async fn a_test_store_leaves_no_key_behind() {
     let store = support::store().await;
-    let (url, prefix) = (store.url.clone(), store.prefix.clone());
+    let (url, prefix) = (store.guard.url.clone(), store.guard.prefix.clone());
     store.open(&span("k", 0, 100, 10)).await.unwrap();
     let lease = store
         .step("k", step("a", T0, 1000, 2, vec![]))

@@ -6,11 +6,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use workcrew::batch::{
-    redact_url, Append, AppendReply, Checkpoint, FailedId, FailedRange, JobInfo, JobSpec, Millis,
-    Rate, Retried, Step, StepReply, Store, StoreError, StoreProgress,
-};
+use workcrew::batch::conformance::Guarded;
+use workcrew::batch::redact_url;
 use workcrew_postgres::{PostgresStore, PostgresStoreBuilder};
 
 /// The test server: `DATABASE_URL`, else the `.ci/run` default.
@@ -42,17 +39,7 @@ pub fn unique_name(test: &str) -> String {
 /// The drop waits for the schema's locks: on a current-thread runtime, a connection of
 /// the test that is still in a transaction cannot be closed meanwhile (its driver task
 /// cannot run), so such tests use the multi-threaded runtime.
-pub struct Isolated {
-    pub store: PostgresStore,
-}
-
-impl std::ops::Deref for Isolated {
-    type Target = PostgresStore;
-
-    fn deref(&self) -> &PostgresStore {
-        &self.store
-    }
-}
+pub type Isolated = Guarded<PostgresStore, SchemaGuard>;
 
 /// The builder for a store isolated for `test` (schema and application name alike).
 pub fn builder(test: &str) -> PostgresStoreBuilder {
@@ -71,17 +58,14 @@ pub async fn isolated(test: &str) -> Isolated {
 /// A store from `builder`, dropped like [`isolated`]'s.
 pub async fn isolated_with(builder: PostgresStoreBuilder) -> Isolated {
     match builder.connect().await {
-        Ok(store) => Isolated { store },
+        Ok(store) => Guarded {
+            guard: SchemaGuard(store.schema().to_owned()),
+            store,
+        },
         Err(e) => panic!(
             "the Postgres server at {} (DATABASE_URL) did not answer: {e}",
             redact_url(&database_url())
         ),
-    }
-}
-
-impl Drop for Isolated {
-    fn drop(&mut self) {
-        drop_schema(self.store.schema());
     }
 }
 
@@ -144,85 +128,6 @@ pub async fn kill_backends(admin: &tokio_postgres::Client, application_name: &st
         .await
         .expect("pg_terminate_backend");
     rows.len()
-}
-
-impl Store for Isolated {
-    fn describe(&self) -> String {
-        self.store.describe()
-    }
-    fn now(&self) -> BoxFuture<'_, Result<Millis, StoreError>> {
-        self.store.now()
-    }
-    fn open<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<JobInfo, StoreError>> {
-        self.store.open(spec)
-    }
-    fn step<'a>(
-        &'a self,
-        job: &'a str,
-        step: Step,
-    ) -> BoxFuture<'a, Result<StepReply, StoreError>> {
-        self.store.step(job, step)
-    }
-    fn append<'a>(
-        &'a self,
-        job: &'a str,
-        append: Append,
-    ) -> BoxFuture<'a, Result<AppendReply, StoreError>> {
-        self.store.append(job, append)
-    }
-    fn checkpoint<'a>(
-        &'a self,
-        job: &'a str,
-        checkpoint: Checkpoint,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.store.checkpoint(job, checkpoint)
-    }
-    fn renew<'a>(
-        &'a self,
-        job: &'a str,
-        owner: &'a str,
-        now: Millis,
-        lease_ms: u64,
-    ) -> BoxFuture<'a, Result<Vec<(u64, u64)>, StoreError>> {
-        self.store.renew(job, owner, now, lease_ms)
-    }
-    fn progress<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<StoreProgress, StoreError>> {
-        self.store.progress(job)
-    }
-    fn reset<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.store.reset(job)
-    }
-    fn retry_failed<'a>(
-        &'a self,
-        job: &'a str,
-        now: Millis,
-        chunk: u64,
-    ) -> BoxFuture<'a, Result<Retried, StoreError>> {
-        self.store.retry_failed(job, now, chunk)
-    }
-    fn failed_ranges<'a>(
-        &'a self,
-        job: &'a str,
-        limit: u64,
-    ) -> BoxFuture<'a, Result<Vec<FailedRange>, StoreError>> {
-        self.store.failed_ranges(job, limit)
-    }
-    fn failed_ids<'a>(
-        &'a self,
-        job: &'a str,
-        limit: u64,
-    ) -> BoxFuture<'a, Result<Vec<FailedId>, StoreError>> {
-        self.store.failed_ids(job, limit)
-    }
-    fn acquire<'a>(
-        &'a self,
-        job: &'a str,
-        rate: Rate,
-        ids: u64,
-        now: Millis,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.store.acquire(job, rate, ids, now)
-    }
 }
 
 /// The test server's host and port, from `DATABASE_URL`.

@@ -9,11 +9,8 @@ pub(crate) mod server;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use futures::future::BoxFuture;
-use workcrew::batch::{
-    redact_url, Append, AppendReply, Checkpoint, FailedId, FailedRange, JobInfo, JobSpec, Millis,
-    Rate, Retried, Step, StepReply, Store, StoreError, StoreProgress,
-};
+use workcrew::batch::conformance::Guarded;
+use workcrew::batch::redact_url;
 use workcrew_redis::RedisStore;
 
 /// The shared server: `REDIS_URL`, or the default `.ci/run` uses.
@@ -50,18 +47,23 @@ pub(crate) async fn store() -> TestStore {
                 redact_url(&url)
             )
         });
-    TestStore { store, url, prefix }
+    Guarded {
+        store,
+        guard: KeyPrefix { url, prefix },
+    }
 }
 
 /// A [`RedisStore`] that deletes every key under its prefix when dropped (also
 /// when the test panics), so tests leave the shared server as they found it.
-pub(crate) struct TestStore {
-    pub(crate) store: RedisStore,
+pub(crate) type TestStore = Guarded<RedisStore, KeyPrefix>;
+
+/// The keys of a test: deleted when this is dropped.
+pub(crate) struct KeyPrefix {
     pub(crate) url: String,
     pub(crate) prefix: String,
 }
 
-impl Drop for TestStore {
+impl Drop for KeyPrefix {
     fn drop(&mut self) {
         delete_prefix(&self.url, &self.prefix);
     }
@@ -122,95 +124,4 @@ fn glob_escape(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-impl Store for TestStore {
-    fn describe(&self) -> String {
-        self.store.describe()
-    }
-
-    fn now(&self) -> BoxFuture<'_, Result<Millis, StoreError>> {
-        self.store.now()
-    }
-
-    fn open<'a>(&'a self, spec: &'a JobSpec) -> BoxFuture<'a, Result<JobInfo, StoreError>> {
-        self.store.open(spec)
-    }
-
-    fn step<'a>(
-        &'a self,
-        job: &'a str,
-        step: Step,
-    ) -> BoxFuture<'a, Result<StepReply, StoreError>> {
-        self.store.step(job, step)
-    }
-
-    fn append<'a>(
-        &'a self,
-        job: &'a str,
-        append: Append,
-    ) -> BoxFuture<'a, Result<AppendReply, StoreError>> {
-        self.store.append(job, append)
-    }
-
-    fn checkpoint<'a>(
-        &'a self,
-        job: &'a str,
-        checkpoint: Checkpoint,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.store.checkpoint(job, checkpoint)
-    }
-
-    fn renew<'a>(
-        &'a self,
-        job: &'a str,
-        owner: &'a str,
-        now: Millis,
-        lease_ms: u64,
-    ) -> BoxFuture<'a, Result<Vec<(u64, u64)>, StoreError>> {
-        self.store.renew(job, owner, now, lease_ms)
-    }
-
-    fn progress<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<StoreProgress, StoreError>> {
-        self.store.progress(job)
-    }
-
-    fn reset<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.store.reset(job)
-    }
-
-    fn retry_failed<'a>(
-        &'a self,
-        job: &'a str,
-        now: Millis,
-        chunk: u64,
-    ) -> BoxFuture<'a, Result<Retried, StoreError>> {
-        self.store.retry_failed(job, now, chunk)
-    }
-
-    fn failed_ranges<'a>(
-        &'a self,
-        job: &'a str,
-        limit: u64,
-    ) -> BoxFuture<'a, Result<Vec<FailedRange>, StoreError>> {
-        self.store.failed_ranges(job, limit)
-    }
-
-    fn failed_ids<'a>(
-        &'a self,
-        job: &'a str,
-        limit: u64,
-    ) -> BoxFuture<'a, Result<Vec<FailedId>, StoreError>> {
-        self.store.failed_ids(job, limit)
-    }
-
-    fn acquire<'a>(
-        &'a self,
-        job: &'a str,
-        rate: Rate,
-        ids: u64,
-        now: Millis,
-    ) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.store.acquire(job, rate, ids, now)
-    }
 }

@@ -14,7 +14,10 @@
 //! The macro makes one `#[tokio::test]` per rule, so the crate needs `tokio` with
 //! the `macros` and `rt-multi-thread` features among its dev-dependencies.
 
+mod guarded;
 pub mod multiprocess;
+
+pub use guarded::Guarded;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
