@@ -11,13 +11,19 @@ use tokio_util::codec::Framed;
 use super::builder::{Config, Limits, WorkerCommand};
 use super::error::StartError;
 use super::exit::ProcessExit;
+use crate::protocol::socket::{self, ReadHalf, WriteHalf};
 use crate::protocol::{Encoding, FrameCodec, Hello, Message, Welcome};
 
 /// A worker that completed its handshake.
 pub(crate) struct Started {
     pub(crate) child: Child,
     pub(crate) pid: u32,
-    pub(crate) chan: Framed<UnixStream, FrameCodec>,
+    /// The channel after the handshake: its codec, the bytes read past `WELCOME`, and the
+    /// socket's halves (watched for readable events only, see [`crate::protocol::socket`]).
+    pub(crate) codec: FrameCodec,
+    pub(crate) read_buf: bytes::BytesMut,
+    pub(crate) reader: ReadHalf,
+    pub(crate) writer: WriteHalf,
     pub(crate) hello: Hello,
     pub(crate) encoding: Encoding,
 }
@@ -126,10 +132,24 @@ pub(crate) async fn start(
             "cannot send WELCOME: {e} ({status})"
         )));
     }
+    let parts = chan.into_parts();
+    let halves = parts.io.into_std().and_then(socket::split);
+    let (reader, writer) = match halves {
+        Ok(halves) => halves,
+        Err(e) => {
+            let status = reap(&mut child, true).await;
+            return Err(handshake_err(format!(
+                "cannot watch the channel: {e} ({status})"
+            )));
+        }
+    };
     Ok(Started {
         child,
         pid,
-        chan,
+        codec: parts.codec,
+        read_buf: parts.read_buf,
+        reader,
+        writer,
         hello,
         encoding,
     })

@@ -39,6 +39,31 @@ impl Encoding {
         self.encode_vec(value).map(Bytes::from)
     }
 
+    /// Encodes one value into `buf`: `Some(len)` with the bytes written, `None` if it does not
+    /// fit (`buf` is then garbage).
+    pub(crate) fn encode_into<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, PayloadError> {
+        match self {
+            Encoding::Json => {
+                let size = buf.len();
+                let mut rest = &mut *buf;
+                match serde_json::to_writer(&mut rest, value) {
+                    Ok(()) => Ok(Some(size - rest.len())),
+                    Err(e) if e.is_io() => Ok(None),
+                    Err(e) => Err(self.error(e)),
+                }
+            }
+            Encoding::Postcard => match postcard::to_slice(value, buf) {
+                Ok(used) => Ok(Some(used.len())),
+                Err(postcard::Error::SerializeBufferFull) => Ok(None),
+                Err(e) => Err(self.error(e)),
+            },
+        }
+    }
+
     /// Encodes one value into a fresh vector.
     pub(crate) fn encode_vec<T: Serialize + ?Sized>(
         self,

@@ -20,8 +20,8 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, OwnedFd};
-use std::task::{ready, Context, Poll};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::task::{Context, Poll};
 
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
@@ -85,6 +85,18 @@ pub async fn send_with_fds(
     bytes: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
+    check_send(bytes, fds)?;
+    loop {
+        stream.writable().await?;
+        match stream.try_io(Interest::WRITABLE, || sendmsg_fds(stream, bytes, fds)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            sent => return sent,
+        }
+    }
+}
+
+/// `InvalidInput` unless there are 1 to [`MAX_FDS`] descriptors and at least one byte.
+pub(crate) fn check_send(bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     if bytes.is_empty() || fds.is_empty() || fds.len() > MAX_FDS {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -95,16 +107,15 @@ pub async fn send_with_fds(
             ),
         ));
     }
-    loop {
-        stream.writable().await?;
-        match stream.try_io(Interest::WRITABLE, || sendmsg_fds(stream, bytes, fds)) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            sent => return sent,
-        }
-    }
+    Ok(())
 }
 
-fn sendmsg_fds(stream: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+/// One `sendmsg` of `bytes` with `fds` attached.
+pub(crate) fn sendmsg_fds(
+    stream: impl AsFd,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
     let mut space = [MaybeUninit::uninit(); CONTROL_SPACE];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !control.push(SendAncillaryMessage::ScmRights(fds)) {
@@ -119,43 +130,29 @@ fn sendmsg_fds(stream: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io:
     Ok(sent)
 }
 
-/// Reads once from `stream` into `buf` with `recvmsg`, appending any descriptors that came
-/// with the bytes to `fds`. Returns the number of bytes read and whether descriptors came;
-/// `0` bytes is end of file.
+/// Reads once from `stream` (the channel's reading half) into `buf`, queuing descriptors that
+/// came with the bytes into `fds`; the bytes read (0 at end of file) and whether descriptors
+/// came.
 ///
 /// # Errors
 ///
 /// Any error of `recvmsg`; `InvalidData` if descriptors were lost because more than
 /// [`MAX_FDS`] came with one read.
 pub(crate) fn poll_recv(
-    stream: &UnixStream,
+    stream: &super::socket::ReadHalf,
     cx: &mut Context<'_>,
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
 ) -> Poll<io::Result<(usize, bool)>> {
-    loop {
-        ready!(stream.poll_read_ready(cx))?;
-        let mut got = None;
-        let read = stream.try_io(Interest::READABLE, || {
-            let (n, with_fds) = recvmsg_fds(stream, buf, fds)?;
-            got = Some((n, with_fds));
-            if n > 0 && n < buf.len() && !with_fds {
-                // Drained (see the module notes): have tokio forget the readiness now.
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            Ok(())
-        });
-        match (read, got) {
-            (_, Some(got)) => return Poll::Ready(Ok(got)),
-            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            (Err(e), None) => return Poll::Ready(Err(e)),
-            (Ok(()), None) => unreachable!("a successful read records its count"),
-        }
-    }
+    stream.poll_read_with(cx, |fd| {
+        let (n, with_fds) = recvmsg_fds(fd, buf, fds)?;
+        // A short read without descriptors drained the socket (see the module notes).
+        Ok(((n, with_fds), n > 0 && n < buf.len() && !with_fds))
+    })
 }
 
 fn recvmsg_fds(
-    stream: &UnixStream,
+    stream: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
 ) -> io::Result<(usize, bool)> {
@@ -201,6 +198,7 @@ mod tests {
         drop(x); // the receiver holds its own copy
         let mut buf = [0u8; 64];
         let mut fds = VecDeque::new();
+        let (b, _) = super::super::socket::split(b.into_std().unwrap()).unwrap();
         let (n, with_fds) = poll_fn(|cx| poll_recv(&b, cx, &mut buf, &mut fds))
             .await
             .unwrap();

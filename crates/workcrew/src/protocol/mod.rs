@@ -25,6 +25,7 @@ mod encoding;
 pub(crate) mod fds;
 mod frame;
 mod message;
+pub(crate) mod socket;
 
 pub use encoding::{Encoding, PayloadError};
 pub use fds::send_with_fds;

@@ -15,20 +15,21 @@
 //! frame that ends at or after that offset is the one they came with (a `CALL_FDS` takes them)
 //! or they came with no `CALL_FDS` at all (a protocol error); see [`Descriptors`].
 //!
-//! Answers are appended to one send buffer and written with as few `write`s as the socket
-//! takes; a short read or write lets tokio forget the readiness, so a pass that drained the
-//! socket costs no extra `EAGAIN` system call.
+//! Answers are appended to one send buffer and written with as few `send`s as the socket
+//! takes; a short read lets tokio forget the readiness, so a pass that drained the socket
+//! costs no extra `EAGAIN` system call. The socket is watched for readable events only, and
+//! for writable ones only while it is full ([`crate::protocol::socket`]): the pool reading our
+//! answers does not wake this worker.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use tokio::io::AsyncWrite;
 use tokio::net::UnixStream;
 
 use crate::protocol::fds;
+use crate::protocol::socket::{self, ReadHalf, WriteHalf};
 
 /// The receive buffer's usual size.
 const READ_BUFFER: usize = 256 * 1024;
@@ -37,7 +38,8 @@ const READ_BUFFER: usize = 256 * 1024;
 const WRITE_BUFFER_KEEP: usize = 4 * 1024 * 1024;
 
 pub(crate) struct Channel {
-    stream: UnixStream,
+    reader: ReadHalf,
+    writer: WriteHalf,
     /// Received bytes; `start..end` is not yet consumed.
     input: Vec<u8>,
     start: usize,
@@ -56,9 +58,13 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub(crate) fn new(stream: UnixStream) -> Self {
-        Channel {
-            stream,
+    /// The channel over `stream`, watched for readable events only (see
+    /// [`crate::protocol::socket`]).
+    pub(crate) fn new(stream: UnixStream) -> io::Result<Self> {
+        let (reader, writer) = socket::split(stream.into_std()?)?;
+        Ok(Channel {
+            reader,
+            writer,
             input: vec![0; READ_BUFFER],
             start: 0,
             end: 0,
@@ -68,7 +74,7 @@ impl Channel {
             fresh: VecDeque::new(),
             output: Vec::with_capacity(64 * 1024),
             written: 0,
-        }
+        })
     }
 
     /// The received bytes not yet consumed.
@@ -109,7 +115,7 @@ impl Channel {
     pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.make_room();
         let buf = &mut self.input[self.end..];
-        let (n, with_fds) = ready!(fds::poll_recv(&self.stream, cx, buf, &mut self.fresh))?;
+        let (n, with_fds) = ready!(fds::poll_recv(&self.reader, cx, buf, &mut self.fresh))?;
         self.end += n;
         if with_fds {
             let read_end = self.offset + (self.end - self.start) as u64;
@@ -122,8 +128,7 @@ impl Channel {
     /// Writes the send buffer, as few system calls as the socket allows.
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.output.len() {
-            let n =
-                ready!(Pin::new(&mut self.stream).poll_write(cx, &self.output[self.written..]))?;
+            let n = ready!(self.writer.poll_write(cx, &self.output[self.written..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }

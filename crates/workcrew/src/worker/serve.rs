@@ -53,7 +53,7 @@ use crate::protocol::{
 };
 
 pub(crate) async fn serve_on(worker: Worker, stream: UnixStream) -> Result<(), ServeError> {
-    let mut chan = Channel::new(stream);
+    let mut chan = Channel::new(stream).map_err(io_error)?;
     let mut functions: Vec<String> = worker.functions.keys().cloned().collect();
     functions.sort();
     let hello = Hello {
