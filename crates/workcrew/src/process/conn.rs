@@ -26,18 +26,22 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bytes::Buf;
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 use tokio::time::Instant;
-use tokio_util::codec::Decoder;
 
 use super::events::{ProcessEvent, RecycleReason};
 use super::exit::{ExitReason, ProcessExit};
+use super::payload::Payload;
 use super::spawn::{reap, Started};
 use super::state::{Exchange, Job, Reply, Shared, WorkerHandle};
 use crate::common::sleep_until_opt;
-use crate::protocol::{put_call_frame, put_header, FrameCodec, FrameType, Message};
+use crate::protocol::socket::{ReadHalf, WriteHalf};
+use crate::protocol::{
+    peek_frame, put_call_frame, put_header, FrameCodec, FrameType, Message, MessageError, Peek,
+    HEADER_LEN,
+};
 
 /// What the connection needs from the pool's settings.
 pub(crate) struct Settings {
@@ -84,13 +88,14 @@ pub(crate) async fn run(
     settings: Settings,
 ) {
     let Started {
-        mut child, chan, ..
+        mut child,
+        codec,
+        read_buf: mut rbuf,
+        reader: rd,
+        writer: mut wr,
+        ..
     } = started;
     let pid = handle.pid;
-    let parts = chan.into_parts();
-    let mut codec = parts.codec;
-    let mut rbuf = parts.read_buf;
-    let (rd, mut wr) = parts.io.into_split();
     let mut wbuf = BytesMut::with_capacity(64 * 1024);
     let mut scratch = vec![0u8; 64 * 1024];
     let mut pending = Pending::default();
@@ -204,10 +209,10 @@ pub(crate) async fn run(
             .filter(|at| *at > now || doomed.is_none())
             .min();
         tokio::select! {
-            read = read_some(rd.as_ref(), &mut scratch, &mut rbuf) => match read {
+            read = read_some(&rd, &mut scratch, &mut rbuf) => match read {
                 Ok(0) => break End::Closed,
                 Ok(_) => {
-                    if let Err(what) = take_answers(&mut codec, &mut rbuf, &mut pending, &mut done, &mut beat) {
+                    if let Err(what) = take_answers(&codec, &mut rbuf, &mut pending, &mut done, &mut beat) {
                         tracing::warn!(worker = handle.id, worker_pid = pid, %what, "protocol violation; killing the worker");
                         break End::Kill(ExitReason::ProtocolViolation { what });
                     }
@@ -219,7 +224,7 @@ pub(crate) async fn run(
                     break End::Closed;
                 }
             },
-            wrote = wr.write(&wbuf), if !wbuf.is_empty() => match wrote {
+            wrote = std::future::poll_fn(|cx| wr.poll_write(cx, &wbuf)), if !wbuf.is_empty() => match wrote {
                 Ok(n) => {
                     let _ = wbuf.split_to(n);
                     if wbuf.capacity() > 1 << 20 && wbuf.is_empty() {
@@ -378,32 +383,55 @@ fn only_overdue(pending: &Pending, kill_at: &[(Instant, u64)]) -> bool {
 
 /// Decodes every complete frame read so far: answers move from `pending`
 /// to `done`. `Err` (what it did, in words) if the worker sent something it must not.
+/// Frames are read in place; a value that fits is copied into its answer (see
+/// [`Payload`]), a larger one is split off the buffer without a copy.
 fn take_answers(
-    codec: &mut FrameCodec,
+    codec: &FrameCodec,
     rbuf: &mut BytesMut,
     pending: &mut Pending,
     done: &mut Vec<(Job, Reply)>,
     beat: &mut Heartbeat,
 ) -> Result<(), String> {
     loop {
-        let frame = match codec.decode(rbuf) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return Ok(()),
+        let frame = match peek_frame(rbuf, codec.max_frame()) {
+            Ok(Peek::Frame(frame)) => frame,
+            Ok(Peek::Partial { needed }) => {
+                // Reserve once for the whole frame rather than growing piecemeal.
+                rbuf.reserve(needed - rbuf.len());
+                return Ok(());
+            }
             Err(e) => return Err(e.to_string()),
         };
-        let kind = frame.kind;
-        let (id, reply) = match Message::from_frame(frame) {
-            Ok(Message::Result { id, payload }) => (id, Reply::Value(payload)),
-            Ok(Message::Error { id, error }) => (id, Reply::Error(error)),
-            Ok(Message::Pong { nonce }) => {
+        let (kind, id, wire_len) = (frame.kind, frame.id, frame.wire_len());
+        let reply = match kind {
+            FrameType::Result => Payload::inline(frame.body).map(Reply::Value),
+            FrameType::Error => match serde_json::from_slice(frame.body) {
+                Ok(error) => Some(Reply::Error(error)),
+                Err(source) => {
+                    let e = MessageError::Json { kind, source };
+                    return Err(format!("a malformed {kind} frame: {e}"));
+                }
+            },
+            FrameType::Pong => {
                 // Only a PONG that answers a PING sent proves the worker alive (§3.7).
-                if (1..=beat.sent).contains(&nonce) {
+                if (1..=beat.sent).contains(&id) {
                     beat.last_pong = Instant::now();
                 }
+                rbuf.advance(wire_len);
                 continue;
             }
-            Ok(_) => return Err(format!("a {kind} frame, which a worker must not send")),
-            Err(e) => return Err(format!("a malformed {kind} frame: {e}")),
+            _ => return Err(format!("a {kind} frame, which a worker must not send")),
+        };
+        let reply = match reply {
+            Some(reply) => {
+                rbuf.advance(wire_len);
+                reply
+            }
+            None => {
+                rbuf.advance(HEADER_LEN);
+                let body = rbuf.split_to(wire_len - HEADER_LEN).freeze();
+                Reply::Value(Payload::Shared(body))
+            }
         };
         // Exactly one answer per call (§3.3): an id not in flight here is one it never got,
         // or one already answered.
@@ -421,31 +449,19 @@ fn take_answers(
 /// readiness at once: the next read waits for the worker instead of first
 /// making a system call that would only say "nothing yet".
 async fn read_some(
-    stream: &tokio::net::UnixStream,
+    stream: &ReadHalf,
     scratch: &mut [u8],
     into: &mut BytesMut,
 ) -> std::io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        let mut got = None;
-        let read = stream.try_io(tokio::io::Interest::READABLE, || {
-            let n = rustix::io::read(stream, &mut *scratch)?;
-            got = Some(n);
-            if n > 0 && n < scratch.len() {
-                return Err(std::io::ErrorKind::WouldBlock.into());
-            }
-            Ok(())
-        });
-        match (read, got) {
-            (_, Some(n)) => {
-                into.extend_from_slice(&scratch[..n]);
-                return Ok(n);
-            }
-            (Err(e), None) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            (Err(e), None) => return Err(e),
-            (Ok(()), None) => unreachable!("a successful read records its count"),
-        }
-    }
+    let n = std::future::poll_fn(|cx| {
+        stream.poll_read_with(cx, |fd| {
+            let n = rustix::io::read(fd, &mut *scratch)?;
+            Ok((n, n > 0 && n < scratch.len()))
+        })
+    })
+    .await?;
+    into.extend_from_slice(&scratch[..n]);
+    Ok(n)
 }
 
 /// Reaps the child. A killed one is killed at once. One that closed its channel is exiting
@@ -512,7 +528,7 @@ fn put_call(buf: &mut BytesMut, job: &Job) {
 /// Writes what is buffered, then a `CALL_FDS` frame for `job` with `fds`
 /// attached to its first byte (`docs/protocol.md`, 3.10).
 async fn send_fds_call(
-    wr: &mut tokio::net::unix::OwnedWriteHalf,
+    wr: &mut WriteHalf,
     wbuf: &mut BytesMut,
     job: &Job,
     fds: Vec<std::os::fd::OwnedFd>,
@@ -524,7 +540,7 @@ async fn send_fds_call(
         id: job.id,
         descriptors: fds.len() as u8,
         function: job.function.to_string(),
-        payload: job.payload.clone(),
+        payload: job.payload.to_bytes(),
     };
     let mut frame = BytesMut::new();
     tokio_util::codec::Encoder::encode(
@@ -534,7 +550,13 @@ async fn send_fds_call(
     )
     .map_err(std::io::Error::other)?;
     let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
-    let sent = crate::protocol::send_with_fds(wr.as_ref(), &frame, &borrowed).await?;
+    crate::protocol::fds::check_send(&frame, &borrowed)?;
+    let sent = std::future::poll_fn(|cx| {
+        wr.poll_send_with(cx, |fd| {
+            crate::protocol::fds::sendmsg_fds(fd, &frame, &borrowed)
+        })
+    })
+    .await?;
     wr.write_all(&frame[sent..]).await
     // `fds` closes here: the worker has its own copies.
 }

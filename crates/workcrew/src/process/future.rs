@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
@@ -26,6 +25,7 @@ use tokio::time::Instant;
 
 use super::call::CallOptions;
 use super::error::CallError;
+use super::payload::Payload;
 use super::pool::ProcessPool;
 use super::state::{Job, Rejected, Reply, Shared};
 use crate::common::{cancelled_opt, sleep_until_opt};
@@ -50,7 +50,7 @@ enum Step<'a, A: ?Sized> {
         answer: oneshot::Receiver<Reply>,
     },
     /// A deadline, a token or a full queue: the general path.
-    Slow(Pin<Box<dyn Future<Output = Result<Bytes, CallError>> + Send + 'a>>),
+    Slow(Pin<Box<dyn Future<Output = Result<Payload, CallError>> + Send + 'a>>),
     Done,
 }
 
@@ -70,7 +70,7 @@ impl<'a, A: ?Sized, R> CallFuture<'a, A, R> {
     }
 
     /// The first poll: encode and submit, or hand over to the general path.
-    fn start(&mut self, args: &A, options: &'a CallOptions) -> Option<Result<Bytes, CallError>>
+    fn start(&mut self, args: &A, options: &'a CallOptions) -> Option<Result<Payload, CallError>>
     where
         A: Serialize,
     {
@@ -80,7 +80,7 @@ impl<'a, A: ?Sized, R> CallFuture<'a, A, R> {
             Ok(payload) => payload,
             Err(e) => return Some(Err(e)),
         };
-        let name: Arc<str> = Arc::from(function);
+        let name = shared_name(function);
         if options.timeout.is_some()
             || options.token.is_some()
             || pool.inner.config.call_timeout.is_some()
@@ -184,14 +184,11 @@ impl ProcessPool {
         &self,
         function: &str,
         args: &A,
-    ) -> Result<Bytes, CallError> {
-        self.inner
-            .encoding
-            .encode(args)
-            .map_err(|source| CallError::Payload {
-                function: function.to_owned(),
-                source,
-            })
+    ) -> Result<Payload, CallError> {
+        Payload::encode(self.inner.encoding, args).map_err(|source| CallError::Payload {
+            function: function.to_owned(),
+            source,
+        })
     }
 
     /// One call, up to its raw answer. `many`: a `CALL_MANY` of a sequence.
@@ -203,7 +200,7 @@ impl ProcessPool {
         many: bool,
         options: &CallOptions,
         wait_for_room: bool,
-    ) -> Result<Bytes, CallError> {
+    ) -> Result<Payload, CallError> {
         let payload = self.encode(&function, args)?;
         self.send_raw(function, payload, many, Vec::new(), options, wait_for_room)
             .await
@@ -215,12 +212,12 @@ impl ProcessPool {
     pub(crate) async fn send_raw(
         &self,
         function: Arc<str>,
-        payload: Bytes,
+        payload: Payload,
         many: bool,
         fds: Vec<OwnedFd>,
         options: &CallOptions,
         wait_for_room: bool,
-    ) -> Result<Bytes, CallError> {
+    ) -> Result<Payload, CallError> {
         let (id, started, answer) = match self.enqueue(&function, payload, many, fds, options)? {
             Enqueued::Taken(id, started, answer) => (id, started, answer),
             Enqueued::Full(..) if !wait_for_room => return Err(CallError::QueueFull),
@@ -244,7 +241,7 @@ impl ProcessPool {
         answer: oneshot::Receiver<Reply>,
         many: bool,
         options: &CallOptions,
-    ) -> Result<Bytes, CallError> {
+    ) -> Result<Payload, CallError> {
         let mut guard = CancelOnDrop {
             pool: &self.inner,
             id,
@@ -272,7 +269,7 @@ impl ProcessPool {
     pub(crate) fn enqueue(
         &self,
         function: &Arc<str>,
-        payload: Bytes,
+        payload: Payload,
         many: bool,
         fds: Vec<OwnedFd>,
         options: &CallOptions,
@@ -405,6 +402,27 @@ impl ProcessPool {
     }
 }
 
+thread_local! {
+    /// The function name this thread called last: the next call to it shares the name.
+    static LAST_NAME: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `function` as the shared name a call holds: the one this thread called last if it is the
+/// same (most calls in a row name one function), so a call allocates no name of its own.
+fn shared_name(function: &str) -> Arc<str> {
+    LAST_NAME.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some(name) if **name == *function => Arc::clone(name),
+            _ => {
+                let name: Arc<str> = Arc::from(function);
+                *last = Some(Arc::clone(&name));
+                name
+            }
+        }
+    })
+}
+
 /// The options of a plain `call`.
 pub(crate) static NO_OPTIONS: CallOptions = CallOptions {
     timeout: None,
@@ -426,7 +444,7 @@ fn answer_of(
     function: &str,
     id: u64,
     many: bool,
-) -> Result<Bytes, CallError> {
+) -> Result<Payload, CallError> {
     match answer {
         Ok(Reply::Value(bytes)) => Ok(bytes),
         Ok(Reply::Error(mut e)) => {

@@ -91,6 +91,7 @@ mod error;
 mod events;
 mod exit;
 mod future;
+mod payload;
 mod pool;
 mod routing;
 mod spawn;

@@ -67,6 +67,7 @@ use super::builder::{Config, WorkerCommand};
 use super::error::CallError;
 use super::events::{ProcessEvent, RecycleReason};
 use super::exit::{ExitReason, ProcessExit};
+use super::payload::Payload;
 use super::routing::Router;
 use super::stats::Counters;
 use crate::common::Hub;
@@ -74,7 +75,7 @@ use crate::protocol::{Encoding, ErrorBody};
 
 /// How a call ended, as its caller learns it.
 pub(crate) enum Reply {
-    Value(bytes::Bytes),
+    Value(Payload),
     Error(ErrorBody),
     /// The worker ended holding it: its pid, why, and its exit status.
     Lost {
@@ -90,7 +91,7 @@ pub(crate) enum Reply {
 pub(crate) struct Job {
     pub(crate) id: u64,
     pub(crate) function: Arc<str>,
-    pub(crate) payload: bytes::Bytes,
+    pub(crate) payload: Payload,
     /// `CALL_MANY`: the payload is a sequence of arguments.
     pub(crate) many: bool,
     /// Times it may be sent again if its worker dies holding it.
@@ -627,7 +628,7 @@ mod tests {
         let job = Job {
             id,
             function: Arc::from("echo"),
-            payload: bytes::Bytes::from_static(b"1"),
+            payload: Payload::copy_from(b"1"),
             many: false,
             retries_left: 0,
             fds: Vec::new(),
