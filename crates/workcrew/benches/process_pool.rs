@@ -14,7 +14,7 @@
 //! - `echo_calls_per_s`: 100,000 trivial echo calls issued at once to 2 workers (median of 5).
 //!   The workers announce a concurrency of 1024 (their `echo` is async, so it costs nothing to
 //!   hold many calls): the pool then keeps 2,048 calls in flight and each write and read carries
-//!   hundreds of frames. With 64 per worker it is about 0.9–1.0M calls/s here.
+//!   hundreds of frames.
 //! - `echo_default_calls_per_s`: the same bursts to workers that set no concurrency (an async
 //!   echo and the SDK's default, 1,024 for async functions); `ratio echo_default/echo`.
 //! - `framed_rpc_limit_calls_per_s`: the same trivial round trips without a pool — 20-byte frames
@@ -22,11 +22,30 @@
 //!   buffers, at most 1,024 unanswered per child, blocking std I/O on a writer and a reader
 //!   thread per child (median of 5 runs of 4,000,000 calls). `ratio echo/framed_rpc_limit` is
 //!   the share of what the wire allows that the pool keeps.
-//! - `call_p50_us` / `call_p99_us`: one call at a time; `ratio call_p50/raw_p50` and
-//!   `ratio call_p99/raw_p99` compare with a raw round trip of a 16-byte frame over a socket pair
-//!   to a child process that echoes it (the physical limit).
-//!   The headline latency is measured from a runtime task; `call_p50_block_on_us` measures from
-//!   `block_on`'s own thread, where every answer costs one more cross-thread wake-up.
+//! - `burst_harness_limit_calls_per_s`: the burst's own ceiling — the same 100,000 futures in
+//!   one `FuturesUnordered`, each sending a oneshot sender through a channel to a thread that
+//!   answers at once: a pool that costs nothing but what any pool's caller pays per call (a
+//!   future, a channel send, a oneshot, a cross-thread wake). `ratio echo/burst_harness_limit`
+//!   is the share of that ceiling the pool keeps, and `ratio burst_harness_limit/framed_rpc_limit`
+//!   shows how far below the framing limit the ceiling itself is (see below).
+//! - `call_p50_us` / `call_p99_us`: one call at a time, from a runtime task (as a server's
+//!   request handler calls). Measured in blocks of 50 interleaved with blocks of two baselines,
+//!   so that all three see the same machine, and with both sides pinned (this thread and the
+//!   runtime's on CPU 0, workers and echo children on CPU 1; unpinned, a blocking round trip
+//!   sometimes runs both ends on one CPU and is twice as fast, so the raw figure jumped between
+//!   about 7 and 15 us from run to run):
+//!   - `raw_p50_us` / `raw_p99_us`: a 16-byte frame over a socket pair to a child process that
+//!     echoes it, blocking std I/O on both ends (the physical limit); `ratio call_p50/raw_p50`,
+//!     `ratio call_p99/raw_p99`;
+//!   - `tokio_raw_p50_us` / `tokio_raw_p99_us`: the same echo with tokio on both ends (a
+//!     current-thread runtime in the child, as the bench's workers run; this runtime here), so
+//!     non-blocking I/O woken through `epoll`, as any async pool and worker do it;
+//!     `ratio call_p50/tokio_raw_p50` is what the pool itself adds.
+//!
+//!   `call_p50_block_on_us` measures from `block_on`'s own thread, where every answer costs one
+//!   more cross-thread wake-up (the connection task runs on the runtime), beside raw and tokio
+//!   round trips made from that thread: `ratio call_p50_block_on/raw_p50`,
+//!   `ratio call_p50_block_on/tokio_raw_p50_block_on`.
 //! - `map_items_per_s`: `map` of 5,000,000 trivial echo items (chunked `CALL_MANY`), in order.
 //! - `startup_ms`: from `build()` (2 workers) to the first answered call.
 //! - `cpu_efficiency`: 200 calls of ~10 ms of CPU work on 1 worker, divided by 2 times the same
@@ -43,32 +62,45 @@
 //!
 //! # Where the time goes (issue 13, item 2)
 //!
-//! `WORKCREW_BENCH_PROFILE_ECHO=20 perf record -e cpu-clock -F 4000 --inherit <bench binary>`
-//! runs only twenty echo bursts of 100,000 calls, for a profiler. This machine's `perf` has no
+//! `WORKCREW_BENCH_PROFILE_ECHO=20 perf record -e cpu-clock -F 4000 <bench binary>` runs only
+//! twenty echo bursts of 100,000 calls, for a profiler; `WORKCREW_BENCH_PROFILE_LATENCY=20000`
+//! only the latency measurement (for `strace -c -f`, `perf stat`). This machine's `perf` has no
 //! hardware counters, so `cpu-clock` sampling; `valgrind --tool=callgrind` gives instruction
-//! counts instead. One profile, 2026-12-02 (17,475 samples):
+//! counts instead.
 //!
-//! - **Where:** 49% on the caller's thread (the `block_on` thread that creates and polls the
-//!   100,000 call futures), 30% on the runtime's two threads (the two connection tasks: read,
-//!   decode, match, deliver, exchange, encode, write), 21% in the two worker processes. The
-//!   workers are not the bottleneck; the pool's caller side is.
-//! - **Allocation, about 20% of all samples** (`malloc`, `_int_malloc`, `_int_free`,
-//!   `malloc_consolidate`): per call the caller's future, its `FuturesUnordered` node, the
-//!   argument's postcard buffer turned into `Bytes`, the `Job`, the `oneshot` channel, and the
-//!   answer's payload. Pooling the argument buffer and replacing the `oneshot` by a slot in the
-//!   call's own future are the next steps.
-//! - **Wake-ups, about 12%**: `oneshot` send/poll, `AtomicWaker`, `FuturesUnordered` wake and
-//!   release — one cross-thread wake per answer (connection task to caller).
-//! - **Locks:** `Shared::submit` (3.7%) takes the pool lock once per call;
-//!   `Shared::exchange` (1.0%) once per batch of answers. A lock-free submit queue would take
-//!   the per-call lock away.
-//! - **System calls:** the kernel is under 10% of the samples: reads and writes already carry
-//!   hundreds of frames each (the connection writes a whole exchange at once and reads 64 KiB).
-//! - **Match and decode:** `take_answers` 4.2%, the pending-call `HashMap` 1.8%.
+//! **Throughput**, first profile (2026-12-02, 17,475 samples): 46% on the caller's thread (the
+//! `block_on` thread that creates and polls the 100,000 call futures), 34% on the runtime's two
+//! threads (the connection tasks), 20% in the two worker processes: the caller's thread is the
+//! bottleneck. Of its time, about 45% was `malloc`/`free`: per call the future and its
+//! `FuturesUnordered` node (the bench's), the function name (`Arc<str>`), the argument's
+//! postcard `Vec` and its `Bytes`, the `oneshot`, and the answer's share of the read buffer
+//! (a reference count shared with the connection task's thread). Then `Shared::submit` (the
+//! pool lock, 4%), `oneshot` and `FuturesUnordered` wake-ups (about 12% of all samples).
+//! Fixed since: arguments and answers of up to 30 bytes are held inline in the call (encoded
+//! into a stack buffer; copied out of the read buffer), a call shares the function name of the
+//! thread's previous call, answers are parsed in place: three allocations fewer per call, echo
+//! from about 0.72M to 0.8–1.1M calls/s. In the profile after (11,049 samples) the caller's
+//! thread is still 46%, now mostly the bench's own `FuturesUnordered` (`push`,
+//! `poll_next`, `release_task`: about a quarter of it), the remaining two allocations (future
+//! node, `oneshot`), `submit` and the call future's own poll.
 //!
-//! So the pool spends its time per call on the caller's side — futures, allocations and
-//! wake-ups — not on the wire, which is why `ratio echo/framed_rpc_limit` is about 0.01: the
-//! framed baseline has none of these per-call objects.
+//! That is also why `ratio echo/framed_rpc_limit` cannot reach 0.10 with this burst: the
+//! harness ceiling (`burst_harness_limit`, a pool that does nothing) is itself about 0.045 of
+//! the framed limit — 1.6M calls/s against 35–41M — because 100,000 futures, each with a
+//! oneshot and a cross-thread wake, polled from one thread, cost more than the whole framed
+//! round trip. The pool keeps 50–70% of that ceiling. Batched calls do reach the wire:
+//! `map_items_per_s` is 21–26M items/s, 0.6–0.7 of the framed limit.
+//!
+//! **Latency** (`perf stat`, 40,000 calls one at a time, pinned): a round trip costs about as
+//! much CPU as it takes time — it is serial — and most of it is the kernel's wake-up path
+//! (0.71–0.77 s of system time per 40,000 round trips for the pool, the raw and the tokio echo
+//! alike: about 18 us each on this VM). User time per round trip: raw 1 us, tokio echo 4–5 us,
+//! pool 6–7 us. Context switches: 2 per round trip for all three. So the pool's p50 is the raw
+//! round trip, plus tokio's own cost on both ends, plus 2–5 us of its own (the caller's
+//! future, the hand-over to the connection task, the worker SDK's dispatch). One waste found and
+//! fixed: tokio's `UnixStream` registers for writable edges too, and each read by the peer is
+//! one, so every call woke the pool's thread and every answer the worker's for nothing
+//! (4 `epoll_wait` returns per call, now 2; see `workcrew::protocol::socket`).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -249,30 +281,138 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
-/// `rounds` raw round trips one after another; their sorted latencies.
-fn raw_round_trips(rounds: usize) -> Vec<Duration> {
-    let mut raw = RawEcho::start();
-    let mut samples = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let t = Instant::now();
-        raw.round_trip();
-        samples.push(t.elapsed());
-    }
-    raw.stop();
-    samples.sort();
-    samples
+/// The runtime's worker threads, as they start: their thread ids, for [`Pinned`].
+static RUNTIME_THREADS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(|| {
+            let tid = rustix::thread::gettid().as_raw_nonzero().get();
+            RUNTIME_THREADS.lock().unwrap().push(tid);
+        })
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
-/// `rounds` echo calls one after another; their sorted latencies.
-async fn latencies(p: &ProcessPool, rounds: usize) -> Vec<Duration> {
-    let mut samples = Vec::with_capacity(rounds);
-    for i in 0..rounds as u64 {
-        let t = Instant::now();
-        let _: u64 = p.call("echo", &i).await.unwrap();
-        samples.push(t.elapsed());
+/// While alive, the caller's side of a latency measurement (this thread and the runtime's
+/// threads, which run the connection tasks) runs on CPU 0 and the other side (the workers
+/// and the raw echo child) on CPU 1, so a pool call and a raw round trip cross between the
+/// same two CPUs. Unpinned, the kernel sometimes runs a blocking round trip's two ends on one
+/// CPU (a hand-over without an inter-processor interrupt, about twice as fast on this VM) and
+/// sometimes not, and the raw baseline jumps between the two from run to run. With fewer than
+/// two CPUs it does nothing.
+struct Pinned {
+    pinned: Vec<Option<rustix::process::Pid>>,
+}
+
+impl Pinned {
+    fn new(workers: &[u32]) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus < 2 {
+            return Pinned { pinned: Vec::new() };
+        }
+        let mut pinned = vec![None];
+        pinned.extend(
+            RUNTIME_THREADS
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|&tid| rustix::process::Pid::from_raw(tid)),
+        );
+        for pid in &pinned {
+            set_cpus(*pid, &[0]);
+        }
+        for &pid in workers {
+            set_cpus(rustix::process::Pid::from_raw(pid as i32), &[1]);
+        }
+        Pinned { pinned }
     }
-    samples.sort();
-    samples
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let all: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU).collect();
+        for pid in &self.pinned {
+            set_cpus(*pid, &all);
+        }
+    }
+}
+
+/// Lets `pid` (`None`: the calling thread) run only on `cpus`.
+fn set_cpus(pid: Option<rustix::process::Pid>, cpus: &[usize]) {
+    let mut set = rustix::thread::CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu);
+    }
+    if let Err(e) = rustix::thread::sched_setaffinity(pid, &set) {
+        eprintln!("cannot pin {pid:?} to CPUs {cpus:?}: {e}");
+    }
+}
+
+/// Pool calls, raw round trips and tokio round trips per block of [`latencies`].
+const LATENCY_BLOCK: usize = 50;
+
+/// `rounds` echo calls one after another, `rounds` raw round trips and `rounds` tokio round
+/// trips, interleaved in blocks of [`LATENCY_BLOCK`] so that all three see the same machine (a
+/// drift in the VM's wake-up cost moves all, not their ratios), with both sides pinned
+/// ([`Pinned`]). Raw round trips block the thread, which is idle in between.
+async fn latencies(p: &ProcessPool, rounds: usize) -> Latencies {
+    let mut raw = RawEcho::start("raw");
+    let mut tokio_raw = TokioEcho::start().await;
+    let mut workers = p.worker_pids();
+    workers.extend([raw.pid(), tokio_raw.pid()]);
+    let pinned = Pinned::new(&workers);
+    let mut calls = Vec::with_capacity(rounds);
+    let mut raws = Vec::with_capacity(rounds);
+    let mut tokio_raws = Vec::with_capacity(rounds);
+    let mut i = 0u64;
+    while calls.len() < rounds {
+        for _ in 0..LATENCY_BLOCK {
+            let t = Instant::now();
+            let _: u64 = p.call("echo", &i).await.unwrap();
+            calls.push(t.elapsed());
+            i += 1;
+        }
+        for _ in 0..LATENCY_BLOCK {
+            let t = Instant::now();
+            raw.round_trip();
+            raws.push(t.elapsed());
+        }
+        for _ in 0..LATENCY_BLOCK {
+            let t = Instant::now();
+            tokio_raw.round_trip().await;
+            tokio_raws.push(t.elapsed());
+        }
+    }
+    drop(pinned);
+    raw.stop();
+    tokio_raw.stop().await;
+    for v in [&mut calls, &mut raws, &mut tokio_raws] {
+        v.sort();
+    }
+    Latencies {
+        calls,
+        raws,
+        tokio_raws,
+    }
+}
+
+/// Sorted latencies measured side by side: pool calls, raw round trips (blocking std I/O on
+/// both ends: the physical limit), tokio round trips (non-blocking I/O through the runtime on
+/// both ends, as any async pool and worker do it: the limit for one).
+struct Latencies {
+    calls: Vec<Duration>,
+    raws: Vec<Duration>,
+    tokio_raws: Vec<Duration>,
+}
+
+impl Latencies {
+    /// Pool, raw and tokio at quantile `q`.
+    fn at(&self, q: f64) -> [Duration; 3] {
+        [&self.calls, &self.raws, &self.tokio_raws].map(|v| percentile(v, q))
+    }
 }
 
 /// A child that echoes raw 16-byte frames, and our end of its socket pair.
@@ -282,14 +422,19 @@ struct RawEcho {
 }
 
 impl RawEcho {
-    fn start() -> Self {
+    /// A child in `mode` (`raw`: blocking reads and writes; `tokio_raw`: through tokio).
+    fn start(mode: &str) -> Self {
         let (sock, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let child = Command::new(std::env::current_exe().unwrap())
-            .env(MODE_ENV, "raw")
+            .env(MODE_ENV, mode)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .spawn()
             .unwrap();
         RawEcho { sock, child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn round_trip(&mut self) {
@@ -303,6 +448,61 @@ impl RawEcho {
         drop(sock);
         let _ = child.wait();
     }
+}
+
+/// The same echo with tokio on both ends: a child echoing through a current-thread runtime
+/// (as the bench's workers run), and our end read and written through this runtime.
+struct TokioEcho {
+    sock: tokio::net::UnixStream,
+    child: std::process::Child,
+}
+
+impl TokioEcho {
+    async fn start() -> Self {
+        let RawEcho { sock, child } = RawEcho::start("tokio_raw");
+        sock.set_nonblocking(true).unwrap();
+        let sock = tokio::net::UnixStream::from_std(sock).unwrap();
+        TokioEcho { sock, child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn round_trip(&mut self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [7u8; 16];
+        self.sock.write_all(&buf).await.unwrap();
+        self.sock.read_exact(&mut buf).await.unwrap();
+    }
+
+    async fn stop(self) {
+        let TokioEcho { sock, mut child } = self;
+        drop(sock);
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    }
+}
+
+fn serve_tokio_raw() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let fd = std::os::fd::AsFd::as_fd(&std::io::stdin())
+            .try_clone_to_owned()
+            .unwrap();
+        let sock = std::os::unix::net::UnixStream::from(fd);
+        sock.set_nonblocking(true).unwrap();
+        let mut sock = tokio::net::UnixStream::from_std(sock).unwrap();
+        let mut buf = [0u8; 16];
+        while sock.read_exact(&mut buf).await.is_ok() {
+            if sock.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// `calls` echo calls issued at once; the time until every answer is in.
@@ -320,16 +520,69 @@ async fn echo_burst(p: &ProcessPool, calls: u64) -> Duration {
     t.elapsed()
 }
 
+/// The burst's own ceiling: `calls` futures in one `FuturesUnordered`, as in [`echo_burst`],
+/// each sending its argument and a oneshot sender through a channel to a thread that answers
+/// at once (one thread: two contend on the channel and do less) — a pool with no wire, no
+/// worker and no bookkeeping, only what any pool's caller pays per call (a future, a channel
+/// send, a oneshot, a cross-thread wake). The time until every answer is in.
+async fn harness_burst(calls: u64) -> Duration {
+    let (to_answer, calls_in) = flume::unbounded::<(u64, tokio::sync::oneshot::Sender<u64>)>();
+    let answerer = std::thread::spawn(move || {
+        while let Ok((i, reply)) = calls_in.recv() {
+            let _ = reply.send(i);
+        }
+    });
+    let t = Instant::now();
+    let mut running: FuturesUnordered<_> = (0..calls)
+        .map(|i| {
+            let to_answer = &to_answer;
+            async move {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                to_answer.send((i, reply)).unwrap();
+                (i, answer.await)
+            }
+        })
+        .collect();
+    let mut answered = 0u64;
+    while let Some((i, r)) = running.next().await {
+        assert!(matches!(r, Ok(v) if v == i));
+        answered += 1;
+    }
+    assert_eq!(answered, calls);
+    let elapsed = t.elapsed();
+    drop(running);
+    drop(to_answer);
+    answerer.join().unwrap();
+    elapsed
+}
+
 /// Set to a number N: the binary only runs N echo bursts of 100,000 calls (no criterion, no
 /// figures), for a profiler (`perf record`, `valgrind --tool=callgrind`) to watch.
 const PROFILE_ENV: &str = "WORKCREW_BENCH_PROFILE_ECHO";
 
+/// Set to a number N: the binary only makes N echo calls one at a time from a runtime task
+/// (beside as many raw and tokio round trips; no criterion, no figures), for `strace -c` or a
+/// profiler to watch the latency path.
+const PROFILE_LATENCY_ENV: &str = "WORKCREW_BENCH_PROFILE_LATENCY";
+
+fn profile_latency(calls: usize) {
+    let rt = runtime();
+    rt.block_on(async {
+        let p = pool(2, "worker").await;
+        let in_task = p.clone();
+        let measured = tokio::spawn(async move { latencies(&in_task, calls).await })
+            .await
+            .unwrap();
+        let [call50, raw50, tokio50] = measured.at(0.5);
+        let [call99, raw99, tokio99] = measured.at(0.99);
+        println!("p50: call {call50:?}, raw {raw50:?}, tokio {tokio50:?}");
+        println!("p99: call {call99:?}, raw {raw99:?}, tokio {tokio99:?}");
+        p.stop().await;
+    });
+}
+
 fn profile_echo(bursts: u32) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let p = pool(2, "worker").await;
         for _ in 0..bursts {
@@ -388,7 +641,7 @@ fn bench_criterion(c: &mut Criterion, rt: &tokio::runtime::Runtime, p: &ProcessP
             })
         })
     });
-    let mut raw = RawEcho::start();
+    let mut raw = RawEcho::start("raw");
     g.bench_function("raw_socketpair_round_trip", |b| {
         b.iter_custom(|iters| {
             let t = Instant::now();
@@ -454,11 +707,19 @@ fn main() {
         // One call at a time, for the CPU-bound figure.
         Ok("worker1") => return serve_worker(1),
         Ok("raw") => return serve_raw(),
+        Ok("tokio_raw") => return serve_tokio_raw(),
         Ok("framed") => return serve_framed(),
         Ok("worker_default") => return serve_default_worker(),
         _ => {}
     }
     let benchmarking = std::env::args().any(|a| a == "--bench");
+    if let Ok(calls) = std::env::var(PROFILE_LATENCY_ENV) {
+        return profile_latency(
+            calls
+                .parse()
+                .expect("WORKCREW_BENCH_PROFILE_LATENCY: a number"),
+        );
+    }
     if let Ok(bursts) = std::env::var(PROFILE_ENV) {
         return profile_echo(
             bursts
@@ -471,11 +732,7 @@ fn main() {
     } else {
         (1_000, 200, 4, 10_000)
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     if benchmarking {
         let p = rt.block_on(pool(2, "worker"));
         let mut criterion = Criterion::default().configure_from_args();
@@ -494,6 +751,15 @@ fn main() {
         // the median of 5 bursts, after one to warm up (as criterion does).
         let calls_per_s = echo_calls_per_s(&p, calls).await;
 
+        // The burst with a pool that costs nothing: the harness's own ceiling.
+        harness_burst(calls).await;
+        let mut harness: Vec<Duration> = Vec::new();
+        for _ in 0..5 {
+            harness.push(harness_burst(calls).await);
+        }
+        harness.sort();
+        let harness_per_s = calls as f64 / harness[2].as_secs_f64();
+
         // Batched map: results in order.
         let t = Instant::now();
         let mapped: Vec<u64> = p.map("echo", 0..map_items).await.unwrap();
@@ -502,21 +768,17 @@ fn main() {
         let map_per_s = map_items as f64 / map_elapsed.as_secs_f64();
 
         // Latency at concurrency 1, from a runtime task (as a server's request
-        // handler calls), and from `block_on`'s thread.
+        // handler calls), and from `block_on`'s thread; each beside raw round trips.
         let in_task = {
             let p = p.clone();
             tokio::spawn(async move { latencies(&p, rounds).await })
                 .await
                 .unwrap()
         };
-        let (p50, p99) = (percentile(&in_task, 0.5), percentile(&in_task, 0.99));
+        let [p50, raw, tokio_raw] = in_task.at(0.5);
+        let [p99, raw_p99, tokio_raw_p99] = in_task.at(0.99);
         let from_main = latencies(&p, rounds).await;
-        let main_p50 = percentile(&from_main, 0.5);
-        let raw_samples = raw_round_trips(rounds);
-        let (raw, raw_p99) = (
-            percentile(&raw_samples, 0.5),
-            percentile(&raw_samples, 0.99),
-        );
+        let [main_p50, main_raw, main_tokio_raw] = from_main.at(0.5);
 
         p.stop().await;
 
@@ -569,6 +831,15 @@ fn main() {
             );
             println!("figure framed_rpc_limit_calls_per_s {framed:.0} calls/s");
             println!("ratio echo/framed_rpc_limit {:.3}", calls_per_s / framed);
+            println!("figure burst_harness_limit_calls_per_s {harness_per_s:.0} calls/s");
+            println!(
+                "ratio echo/burst_harness_limit {:.3}",
+                calls_per_s / harness_per_s
+            );
+            println!(
+                "ratio burst_harness_limit/framed_rpc_limit {:.3}",
+                harness_per_s / framed
+            );
             println!("figure call_p50_us {:.1} us", p50.as_secs_f64() * 1e6);
             println!("figure call_p99_us {:.1} us", p99.as_secs_f64() * 1e6);
             println!("figure raw_p50_us {:.1} us", raw.as_secs_f64() * 1e6);
@@ -582,12 +853,40 @@ fn main() {
                 p99.as_secs_f64() / raw_p99.as_secs_f64()
             );
             println!(
+                "figure tokio_raw_p50_us {:.1} us",
+                tokio_raw.as_secs_f64() * 1e6
+            );
+            println!(
+                "figure tokio_raw_p99_us {:.1} us",
+                tokio_raw_p99.as_secs_f64() * 1e6
+            );
+            println!(
+                "ratio call_p50/tokio_raw_p50 {:.2}",
+                p50.as_secs_f64() / tokio_raw.as_secs_f64()
+            );
+            println!(
+                "ratio call_p99/tokio_raw_p99 {:.2}",
+                p99.as_secs_f64() / tokio_raw_p99.as_secs_f64()
+            );
+            println!(
                 "figure call_p50_block_on_us {:.1} us",
                 main_p50.as_secs_f64() * 1e6
             );
             println!(
+                "figure raw_p50_block_on_us {:.1} us",
+                main_raw.as_secs_f64() * 1e6
+            );
+            println!(
                 "ratio call_p50_block_on/raw_p50 {:.2}",
-                main_p50.as_secs_f64() / raw.as_secs_f64()
+                main_p50.as_secs_f64() / main_raw.as_secs_f64()
+            );
+            println!(
+                "figure tokio_raw_p50_block_on_us {:.1} us",
+                main_tokio_raw.as_secs_f64() * 1e6
+            );
+            println!(
+                "ratio call_p50_block_on/tokio_raw_p50_block_on {:.2}",
+                main_p50.as_secs_f64() / main_tokio_raw.as_secs_f64()
             );
             println!("figure map_items_per_s {map_per_s:.0} items/s");
             println!("figure startup_ms {:.1} ms", startup.as_secs_f64() * 1e3);
