@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use super::events::{ProcessEvent, RecycleReason};
 use super::exit::{ExitReason, ProcessExit};
 use super::payload::Payload;
-use super::spawn::{reap, Started};
+use super::spawn::reap;
 use super::state::{Exchange, Job, Reply, Shared, WorkerHandle};
 use crate::common::sleep_until_opt;
 use crate::protocol::socket::{ReadHalf, WriteHalf};
@@ -71,6 +71,76 @@ impl Hasher for IdHasher {
 
 type Pending = HashMap<u64, Job, BuildHasherDefault<IdHasher>>;
 
+/// The part of a connection its callers share with its task: the table of calls written and
+/// not yet answered, the send buffer and the socket's writing half.
+///
+/// A call routed to a worker that holds no other call is written by its caller at once
+/// ([`Direct::try_write`], under the pool lock), instead of joining the outbox and waking the
+/// connection task to write it: one hand-over fewer between threads on the path of a lone
+/// call. Every other call goes through the outbox as before, so a burst still costs one write
+/// per exchange. The connection task takes this lock for each batch (answers read, calls and
+/// cancels written), never while holding the pool lock's counterpart the other way round: the
+/// order is pool lock, then this one.
+pub(crate) struct Direct {
+    /// Calls written (or about to be: in `wbuf`) and not yet answered.
+    pending: Pending,
+    /// Frames not yet written.
+    wbuf: BytesMut,
+    /// `None` while the connection task writes a call with descriptors, and once it ended.
+    writer: Option<WriteHalf>,
+    /// Callers may write: cleared when `SHUTDOWN` is queued (no call after it) and when the
+    /// connection ends.
+    open: bool,
+}
+
+impl Direct {
+    pub(crate) fn new(writer: WriteHalf) -> Self {
+        Direct {
+            pending: Pending::default(),
+            wbuf: BytesMut::with_capacity(64 * 1024),
+            writer: Some(writer),
+            open: true,
+        }
+    }
+
+    /// A connection that takes no direct call (for tests of the pool state).
+    #[cfg(test)]
+    pub(crate) fn closed() -> Self {
+        Direct {
+            pending: Pending::default(),
+            wbuf: BytesMut::new(),
+            writer: None,
+            open: false,
+        }
+    }
+
+    /// Writes `job` now, if the connection takes direct calls and has nothing else to write:
+    /// `Ok(true)` if some of it is left for the connection task to write (wake it), `Err` with
+    /// the job if it must go through the outbox.
+    pub(crate) fn try_write(&mut self, job: Job) -> Result<bool, Job> {
+        let Direct {
+            pending,
+            wbuf,
+            writer,
+            open,
+        } = self;
+        let Some(writer) = writer.as_mut().filter(|_| *open && wbuf.is_empty()) else {
+            return Err(job);
+        };
+        if !job.fds.is_empty() {
+            return Err(job);
+        }
+        put_call(wbuf, &job);
+        // A failed send leaves the frame for the connection task, whose own write or read
+        // then meets the broken channel and settles the call with the others.
+        if let Ok(n) = writer.try_write(wbuf) {
+            wbuf.advance(n);
+        }
+        pending.insert(job.id, job);
+        Ok(!wbuf.is_empty())
+    }
+}
+
 /// Why the loop ended.
 #[derive(PartialEq, Eq)]
 enum End {
@@ -81,24 +151,30 @@ enum End {
     Kill(ExitReason),
 }
 
+/// What the connection task owns of a started worker: the process and the reading side of
+/// its channel (the writing side is in the worker's [`Direct`]).
+pub(crate) struct Reading {
+    pub(crate) child: Child,
+    pub(crate) codec: FrameCodec,
+    pub(crate) read_buf: BytesMut,
+    pub(crate) reader: ReadHalf,
+}
+
 pub(crate) async fn run(
     shared: Weak<Shared>,
     handle: Arc<WorkerHandle>,
-    started: Started,
+    started: Reading,
     settings: Settings,
 ) {
-    let Started {
+    let Reading {
         mut child,
         codec,
         read_buf: mut rbuf,
         reader: rd,
-        writer: mut wr,
-        ..
     } = started;
     let pid = handle.pid;
-    let mut wbuf = BytesMut::with_capacity(64 * 1024);
+    let direct = &handle.direct;
     let mut scratch = vec![0u8; 64 * 1024];
-    let mut pending = Pending::default();
     let mut exchange = Exchange::default();
 
     let heartbeat = settings.heartbeat;
@@ -132,7 +208,11 @@ pub(crate) async fn run(
             let Some(pool) = shared.upgrade() else {
                 // Every pool handle is gone.
                 if shutdown_at.is_none() {
-                    put_empty(&mut wbuf, FrameType::Shutdown, 0);
+                    {
+                        let mut d = lock(direct);
+                        d.open = false;
+                        put_empty(&mut d.wbuf, FrameType::Shutdown, 0);
+                    }
                     shutdown_at = Some(Instant::now());
                     stop_by = shutdown_at.map(|at| at + settings.stop_timeout);
                 }
@@ -152,46 +232,78 @@ pub(crate) async fn run(
             let grace = pool.shutdown_grace();
             drop(pool);
             let mut broken = false;
-            for mut job in exchange.calls.drain(..) {
-                if !job.fds.is_empty() && !broken {
-                    // Descriptors ride on the frame's first byte: everything
-                    // before it must be written first (rare; written in place).
-                    let fds = std::mem::take(&mut job.fds);
-                    broken = send_fds_call(&mut wr, &mut wbuf, &job, fds).await.is_err();
+            if exchange.calls.iter().any(|job| !job.fds.is_empty()) {
+                // Descriptors ride on the frame's first byte: everything before it must be
+                // written first (rare; written in place, the writer taken out meanwhile, so
+                // no caller writes directly).
+                let (writer, mut wbuf) = {
+                    let mut d = lock(direct);
+                    (d.writer.take(), std::mem::take(&mut d.wbuf))
+                };
+                if let Some(mut wr) = writer {
+                    for mut job in exchange.calls.drain(..) {
+                        if !job.fds.is_empty() && !broken {
+                            let fds = std::mem::take(&mut job.fds);
+                            broken = send_fds_call(&mut wr, &mut wbuf, &job, fds).await.is_err();
+                        } else {
+                            put_call(&mut wbuf, &job);
+                        }
+                        lock(direct).pending.insert(job.id, job);
+                    }
+                    let mut d = lock(direct);
+                    d.writer = Some(wr);
+                    // Frames queued meanwhile (cancels, pings) go after these.
+                    wbuf.extend_from_slice(&d.wbuf);
+                    d.wbuf = wbuf;
                 } else {
-                    put_call(&mut wbuf, &job);
+                    broken = true;
                 }
-                pending.insert(job.id, job);
-            }
-            if broken {
-                tracing::warn!(
-                    worker = handle.id,
-                    worker_pid = pid,
-                    "cannot send file descriptors; dropping the worker"
-                );
-                break End::Closed;
             }
             let now = Instant::now();
-            for id in exchange.cancels.drain(..) {
-                if pending.contains_key(&id) && !kill_at.iter().any(|(_, k)| *k == id) {
-                    put_empty(&mut wbuf, FrameType::Cancel, id);
-                    kill_at.push((now + settings.cancel_grace, id));
+            {
+                let mut d = lock(direct);
+                for job in exchange.calls.drain(..) {
+                    put_call(&mut d.wbuf, &job);
+                    d.pending.insert(job.id, job);
                 }
-            }
-            // Last: calls routed here before the stop are written before `SHUTDOWN`, and none
-            // after it (the exchange pulls nothing once the worker is told to shut down).
-            if exchange.shutdown && shutdown_at.is_none() {
-                put_empty(&mut wbuf, FrameType::Shutdown, 0);
-                shutdown_at = Some(now);
+                if broken {
+                    tracing::warn!(
+                        worker = handle.id,
+                        worker_pid = pid,
+                        "cannot send file descriptors; dropping the worker"
+                    );
+                    break End::Closed;
+                }
+                for id in exchange.cancels.drain(..) {
+                    if d.pending.contains_key(&id) && !kill_at.iter().any(|(_, k)| *k == id) {
+                        put_empty(&mut d.wbuf, FrameType::Cancel, id);
+                        kill_at.push((now + settings.cancel_grace, id));
+                    }
+                }
+                // Last: calls routed here before the stop are written before `SHUTDOWN`, and none
+                // after it (the exchange pulls nothing once the worker is told to shut down, and
+                // callers write directly no more).
+                if exchange.shutdown && shutdown_at.is_none() {
+                    d.open = false;
+                    put_empty(&mut d.wbuf, FrameType::Shutdown, 0);
+                    shutdown_at = Some(now);
+                }
             }
             exchange.shutdown = false;
             if let Some(at) = shutdown_at {
                 stop_by = Some(at + grace);
             }
         }
-        kill_at.retain(|(_, id)| pending.contains_key(id));
+        let (to_write, overdue_only) = {
+            let d = lock(direct);
+            kill_at.retain(|(_, id)| d.pending.contains_key(id));
+            (
+                !d.wbuf.is_empty() && d.writer.is_some(),
+                only_overdue(&d.pending, &kill_at),
+            )
+        };
         if let Some((_, call_id)) = doomed {
-            if only_overdue(&pending, &kill_at) {
+            if overdue_only {
                 tracing::warn!(
                     worker = handle.id,
                     worker_pid = pid,
@@ -212,7 +324,8 @@ pub(crate) async fn run(
             read = read_some(&rd, &mut scratch, &mut rbuf) => match read {
                 Ok(0) => break End::Closed,
                 Ok(_) => {
-                    if let Err(what) = take_answers(&codec, &mut rbuf, &mut pending, &mut done, &mut beat) {
+                    let taken = take_answers(&codec, &mut rbuf, &mut lock(direct).pending, &mut done, &mut beat);
+                    if let Err(what) = taken {
                         tracing::warn!(worker = handle.id, worker_pid = pid, %what, "protocol violation; killing the worker");
                         break End::Kill(ExitReason::ProtocolViolation { what });
                     }
@@ -224,24 +337,23 @@ pub(crate) async fn run(
                     break End::Closed;
                 }
             },
-            wrote = std::future::poll_fn(|cx| wr.poll_write(cx, &wbuf)), if !wbuf.is_empty() => match wrote {
-                Ok(n) => {
-                    let _ = wbuf.split_to(n);
-                    if wbuf.capacity() > 1 << 20 && wbuf.is_empty() {
-                        wbuf = BytesMut::with_capacity(64 * 1024);
-                    }
-                }
+            wrote = std::future::poll_fn(|cx| lock(direct).poll_flush(cx)), if to_write => match wrote {
+                Ok(()) => {}
                 Err(_) => break End::Closed, // the worker is gone; its exit tells why
             },
             () = handle.wake.notified() => turn = true,
             () = sleep_until_opt(next_kill) => {
                 let now = Instant::now();
-                let overdue = kill_at
-                    .iter()
-                    .find(|(at, id)| *at <= now && pending.contains_key(id))
-                    .map(|(_, id)| *id);
+                let (overdue, overdue_only) = {
+                    let d = lock(direct);
+                    let overdue = kill_at
+                        .iter()
+                        .find(|(at, id)| *at <= now && d.pending.contains_key(id))
+                        .map(|(_, id)| *id);
+                    (overdue, only_overdue(&d.pending, &kill_at))
+                };
                 if let Some(call_id) = overdue {
-                    if only_overdue(&pending, &kill_at) {
+                    if overdue_only {
                         tracing::warn!(worker = handle.id, worker_pid = pid, call_id, "a cancelled call was not answered in time; killing the worker");
                         break End::Kill(ExitReason::CancelIgnored { call_id });
                     }
@@ -270,7 +382,7 @@ pub(crate) async fn run(
                     break End::Kill(ExitReason::HeartbeatMissed);
                 }
                 beat.sent += 1;
-                put_empty(&mut wbuf, FrameType::Ping, beat.sent);
+                put_empty(&mut lock(direct).wbuf, FrameType::Ping, beat.sent);
             }
             () = sleep_until_opt(stop_by) => {
                 tracing::warn!(worker = handle.id, worker_pid = pid, "worker did not exit within the stop timeout");
@@ -278,7 +390,16 @@ pub(crate) async fn run(
             }
         }
     };
-    drop((rd, wr));
+    // No caller writes here any more; the socket closes with both halves.
+    let pending = {
+        let mut d = lock(direct);
+        d.open = false;
+        d.writer = None;
+        d.wbuf = BytesMut::new();
+        std::mem::take(&mut d.pending)
+    };
+    drop(rd);
+    let mut pending = pending;
     let pool = shared.upgrade();
     let told_to_stop = shutdown_at.is_some() || handle.shutdown.load(Ordering::Acquire);
     let expected = match &end {
@@ -357,6 +478,35 @@ pub(crate) async fn run(
         pool.conn_ended(&handle);
     } else {
         handle.finished.store(true, Ordering::Release);
+    }
+}
+
+fn lock(direct: &std::sync::Mutex<Direct>) -> std::sync::MutexGuard<'_, Direct> {
+    direct
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Direct {
+    /// Writes what is buffered, as far as the socket takes it now; `Ready(Ok)` once some was
+    /// written (the loop comes back for the rest), `Pending` while the socket is full.
+    fn poll_flush(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let Direct { wbuf, writer, .. } = self;
+        let Some(writer) = writer.as_mut() else {
+            return std::task::Poll::Ready(Ok(()));
+        };
+        if wbuf.is_empty() {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        let n = std::task::ready!(writer.poll_write(cx, wbuf))?;
+        wbuf.advance(n);
+        if wbuf.capacity() > 1 << 20 && wbuf.is_empty() {
+            *wbuf = BytesMut::with_capacity(64 * 1024);
+        }
+        std::task::Poll::Ready(Ok(()))
     }
 }
 

@@ -64,6 +64,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use super::builder::{Config, WorkerCommand};
+use super::conn::Direct;
 use super::error::CallError;
 use super::events::{ProcessEvent, RecycleReason};
 use super::exit::{ExitReason, ProcessExit};
@@ -126,6 +127,27 @@ pub(crate) struct WorkerHandle {
     /// Set when its connection task has ended: the process is reaped and every call it held
     /// has settled.
     pub(crate) finished: AtomicBool,
+    /// Its calls written and not yet answered, and its channel's writing side (see
+    /// [`Direct`]). Taken after the pool lock, never before it.
+    pub(crate) direct: Mutex<Direct>,
+}
+
+#[cfg(test)]
+impl WorkerHandle {
+    /// A worker serving `echo`, with no process behind it, for tests of the pool state.
+    pub(crate) fn stand_in(id: u64) -> Self {
+        WorkerHandle {
+            id,
+            pid: 0,
+            functions: ["echo".to_owned()].into_iter().collect(),
+            batch: false,
+            fds: false,
+            wake: Notify::new(),
+            shutdown: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            direct: Mutex::new(Direct::closed()),
+        }
+    }
 }
 
 /// FNV-1a for function names: short keys, looked up on every routing, no
@@ -306,10 +328,27 @@ impl Shared {
                 entry.retiring = Some(RecycleReason::Calls);
             }
             let first = entry.outbox.is_empty();
-            entry.outbox.push(job);
+            // A worker that held nothing: its caller writes the call now (see `Direct`).
+            let (job, wake) = if first && entry.in_flight == 1 {
+                let written = entry
+                    .handle
+                    .direct
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .try_write(job);
+                match written {
+                    Ok(left_over) => (None, left_over),
+                    Err(back) => (Some(back), true),
+                }
+            } else {
+                (Some(job), first)
+            };
+            if let Some(job) = job {
+                entry.outbox.push(job);
+            }
             let handle = Arc::clone(&entry.handle);
             drop(st);
-            if first {
+            if wake {
                 handle.wake.notify_one();
             }
             if retired {
@@ -598,16 +637,7 @@ mod tests {
         st.next_worker += 1;
         let id = st.next_worker;
         st.workers.push(Entry {
-            handle: Arc::new(WorkerHandle {
-                id,
-                pid: 0,
-                functions: ["echo".to_owned()].into_iter().collect(),
-                batch: false,
-                fds: false,
-                wake: Notify::new(),
-                shutdown: AtomicBool::new(false),
-                finished: AtomicBool::new(false),
-            }),
+            handle: Arc::new(WorkerHandle::stand_in(id)),
             in_flight: 0,
             limit,
             sent: 0,

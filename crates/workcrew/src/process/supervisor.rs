@@ -305,18 +305,35 @@ pub(crate) fn register(
     counted: bool,
 ) -> Arc<WorkerHandle> {
     let config = &pool.config;
-    let hello = &started.hello;
+    let Started {
+        child,
+        pid,
+        codec,
+        read_buf,
+        reader,
+        writer,
+        hello,
+        ..
+    } = started;
+    let reading = conn::Reading {
+        child,
+        codec,
+        read_buf,
+        reader,
+    };
+    let hello = &hello;
     // At least 1: the handshake refuses a `HELLO` announcing 0.
     let concurrency = hello.concurrency.max(1) as usize;
     let handle = Arc::new(WorkerHandle {
         id,
-        pid: started.pid,
+        pid,
         functions: hello.functions.iter().cloned().collect(),
         batch: hello.batch,
         fds: hello.fds,
         wake: tokio::sync::Notify::new(),
         shutdown: std::sync::atomic::AtomicBool::new(false),
         finished: std::sync::atomic::AtomicBool::new(false),
+        direct: std::sync::Mutex::new(conn::Direct::new(writer)),
     });
     let now = Instant::now();
     let retire_at = config.max_age.map(|(age, jitter)| {
@@ -367,7 +384,7 @@ pub(crate) fn register(
     tokio::spawn(conn::run(
         Arc::downgrade(pool),
         Arc::clone(&handle),
-        started,
+        reading,
         settings,
     ));
     tracing::debug!(
@@ -433,10 +450,8 @@ mod tests {
     //! state with stand-in workers (no processes): when an idle worker is
     //! reaped, when an old one retires, how long a failed start backs off.
 
-    use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
-    use tokio::sync::Notify;
 
     use super::*;
     use crate::process::builder::{Config, ProcessPoolBuilder};
@@ -452,16 +467,7 @@ mod tests {
         st.next_worker += 1;
         let id = st.next_worker;
         st.workers.push(Entry {
-            handle: Arc::new(WorkerHandle {
-                id,
-                pid: 0,
-                functions: ["echo".to_owned()].into_iter().collect(),
-                batch: false,
-                fds: false,
-                wake: Notify::new(),
-                shutdown: AtomicBool::new(false),
-                finished: AtomicBool::new(false),
-            }),
+            handle: Arc::new(WorkerHandle::stand_in(id)),
             in_flight,
             limit: 4,
             sent: 0,

@@ -105,6 +105,18 @@ impl WriteHalf {
         })
     }
 
+    /// Writes some of `buf` now, without waiting: `WouldBlock` if the socket is full or a
+    /// write already waits for room.
+    pub(crate) fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &self.state {
+            Write::Plain(fd) => {
+                rustix::net::send(fd, buf, SendFlags::NOSIGNAL).map_err(io::Error::from)
+            }
+            Write::Waiting(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Write::Broken => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
     /// Runs `send` on the socket until it does not find it full.
     pub(crate) fn poll_send_with<T>(
         &mut self,
