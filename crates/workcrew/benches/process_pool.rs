@@ -40,7 +40,10 @@
 //!   - `tokio_raw_p50_us` / `tokio_raw_p99_us`: the same echo with tokio on both ends (a
 //!     current-thread runtime in the child, as the bench's workers run; this runtime here), so
 //!     non-blocking I/O woken through `epoll`, as any async pool and worker do it;
-//!     `ratio call_p50/tokio_raw_p50` is what the pool itself adds.
+//!     `ratio call_p50/tokio_raw_p50` is what the SDK worker and the pool add to it;
+//!   - `sdk_worker_raw_p50_us`: a `CALL` written and its `RESULT` read by hand, through tokio,
+//!     to a worker of this bench (the SDK's serving loop) — the protocol's round trip without
+//!     the pool; `ratio call_p50/sdk_worker_raw_p50` is what the pool itself adds.
 //!
 //!   `call_p50_block_on_us` measures from `block_on`'s own thread, where every answer costs one
 //!   more cross-thread wake-up (the connection task runs on the runtime), beside raw and tokio
@@ -95,12 +98,16 @@
 //! much CPU as it takes time — it is serial — and most of it is the kernel's wake-up path
 //! (0.71–0.77 s of system time per 40,000 round trips for the pool, the raw and the tokio echo
 //! alike: about 18 us each on this VM). User time per round trip: raw 1 us, tokio echo 4–5 us,
-//! pool 6–7 us. Context switches: 2 per round trip for all three. So the pool's p50 is the raw
-//! round trip, plus tokio's own cost on both ends, plus 2–5 us of its own (the caller's
-//! future, the hand-over to the connection task, the worker SDK's dispatch). One waste found and
-//! fixed: tokio's `UnixStream` registers for writable edges too, and each read by the peer is
-//! one, so every call woke the pool's thread and every answer the worker's for nothing
-//! (4 `epoll_wait` returns per call, now 2; see `workcrew::protocol::socket`).
+//! pool 6–7 us. Context switches: 2 per round trip for all three. Step by step (p50 of one
+//! quiet profiling run, `WORKCREW_BENCH_PROFILE_LATENCY=20000`): raw 9.9 us, tokio on both ends
+//! 11.9 us, the SDK worker called by hand 14.5 us, the pool 17.1 us — tokio, the worker's
+//! serving loop and the pool's caller side each add 2–3 us. Two wastes found and fixed:
+//! tokio's `UnixStream` registers for writable edges too, and each read by the peer is one, so
+//! every call woke the pool's thread and every answer the worker's for nothing (4
+//! `epoll_wait` returns per call, now 2; see `workcrew::protocol::socket`); and a lone call
+//! went through the connection task, a hand-over that from `block_on` is one more
+//! cross-thread wake-up (now its caller writes it, `conn::Direct`: `call_p50_block_on/raw_p50`
+//! 2.16–2.33 before, 1.76–2.02 after, five alternating runs each).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -361,12 +368,14 @@ const LATENCY_BLOCK: usize = 50;
 async fn latencies(p: &ProcessPool, rounds: usize) -> Latencies {
     let mut raw = RawEcho::start("raw");
     let mut tokio_raw = TokioEcho::start().await;
+    let mut sdk = SdkEcho::start().await;
     let mut workers = p.worker_pids();
-    workers.extend([raw.pid(), tokio_raw.pid()]);
+    workers.extend([raw.pid(), tokio_raw.pid(), sdk.pid()]);
     let pinned = Pinned::new(&workers);
     let mut calls = Vec::with_capacity(rounds);
     let mut raws = Vec::with_capacity(rounds);
     let mut tokio_raws = Vec::with_capacity(rounds);
+    let mut sdk_raws = Vec::with_capacity(rounds);
     let mut i = 0u64;
     while calls.len() < rounds {
         for _ in 0..LATENCY_BLOCK {
@@ -385,17 +394,24 @@ async fn latencies(p: &ProcessPool, rounds: usize) -> Latencies {
             tokio_raw.round_trip().await;
             tokio_raws.push(t.elapsed());
         }
+        for _ in 0..LATENCY_BLOCK {
+            let t = Instant::now();
+            sdk.round_trip().await;
+            sdk_raws.push(t.elapsed());
+        }
     }
     drop(pinned);
     raw.stop();
     tokio_raw.stop().await;
-    for v in [&mut calls, &mut raws, &mut tokio_raws] {
+    sdk.stop().await;
+    for v in [&mut calls, &mut raws, &mut tokio_raws, &mut sdk_raws] {
         v.sort();
     }
     Latencies {
         calls,
         raws,
         tokio_raws,
+        sdk_raws,
     }
 }
 
@@ -406,12 +422,14 @@ struct Latencies {
     calls: Vec<Duration>,
     raws: Vec<Duration>,
     tokio_raws: Vec<Duration>,
+    /// Protocol round trips to an SDK worker by hand, without the pool.
+    sdk_raws: Vec<Duration>,
 }
 
 impl Latencies {
-    /// Pool, raw and tokio at quantile `q`.
-    fn at(&self, q: f64) -> [Duration; 3] {
-        [&self.calls, &self.raws, &self.tokio_raws].map(|v| percentile(v, q))
+    /// Pool, raw, tokio and SDK-worker round trips at quantile `q`.
+    fn at(&self, q: f64) -> [Duration; 4] {
+        [&self.calls, &self.raws, &self.tokio_raws, &self.sdk_raws].map(|v| percentile(v, q))
     }
 }
 
@@ -478,6 +496,80 @@ impl TokioEcho {
 
     async fn stop(self) {
         let TokioEcho { sock, mut child } = self;
+        drop(sock);
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    }
+}
+
+/// A worker of this bench (the SDK's serving loop, as the pool's workers run) called by hand
+/// over its socket: the protocol's round trip without the pool, through tokio on our end.
+struct SdkEcho {
+    sock: tokio::net::UnixStream,
+    child: std::process::Child,
+    next: u64,
+}
+
+impl SdkEcho {
+    async fn start() -> Self {
+        use futures::SinkExt;
+        use workcrew::protocol::{Encoding, FrameCodec, Message, Welcome, DEFAULT_MAX_FRAME};
+        let RawEcho { sock, child } = RawEcho::start("worker");
+        sock.set_nonblocking(true).unwrap();
+        let sock = tokio::net::UnixStream::from_std(sock).unwrap();
+        let mut framed = tokio_util::codec::Framed::new(sock, FrameCodec::default());
+        let hello = match Message::from_frame(framed.next().await.unwrap().unwrap()).unwrap() {
+            Message::Hello(hello) => hello,
+            other => panic!("expected HELLO, got {other:?}"),
+        };
+        let welcome = Welcome::negotiate(&hello, &[Encoding::Postcard], DEFAULT_MAX_FRAME, 0)
+            .expect("the bench worker takes postcard");
+        framed
+            .send(Message::Welcome(welcome).to_frame())
+            .await
+            .unwrap();
+        let parts = framed.into_parts();
+        assert!(
+            parts.read_buf.is_empty(),
+            "nothing comes before the first call"
+        );
+        SdkEcho {
+            sock: parts.io,
+            child,
+            next: 1,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn round_trip(&mut self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_util::codec::Encoder;
+        use workcrew::protocol::{Encoding, FrameCodec, Message};
+        let id = self.next;
+        self.next += 1;
+        let call = Message::Call {
+            id,
+            function: "echo".into(),
+            payload: Encoding::Postcard.encode(&id).unwrap(),
+        };
+        let mut wire = bytes::BytesMut::new();
+        FrameCodec::default()
+            .encode(call.to_frame(), &mut wire)
+            .unwrap();
+        self.sock.write_all(&wire).await.unwrap();
+        let mut head = [0u8; 4];
+        self.sock.read_exact(&mut head).await.unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+        self.sock.read_exact(&mut body).await.unwrap();
+        assert_eq!(body[0], workcrew::protocol::FrameType::Result as u8);
+    }
+
+    async fn stop(self) {
+        let SdkEcho {
+            sock, mut child, ..
+        } = self;
         drop(sock);
         let _ = tokio::task::spawn_blocking(move || child.wait()).await;
     }
@@ -573,10 +665,10 @@ fn profile_latency(calls: usize) {
         let measured = tokio::spawn(async move { latencies(&in_task, calls).await })
             .await
             .unwrap();
-        let [call50, raw50, tokio50] = measured.at(0.5);
-        let [call99, raw99, tokio99] = measured.at(0.99);
-        println!("p50: call {call50:?}, raw {raw50:?}, tokio {tokio50:?}");
-        println!("p99: call {call99:?}, raw {raw99:?}, tokio {tokio99:?}");
+        let [call50, raw50, tokio50, sdk50] = measured.at(0.5);
+        let [call99, raw99, tokio99, sdk99] = measured.at(0.99);
+        println!("p50: call {call50:?}, raw {raw50:?}, tokio {tokio50:?}, sdk worker {sdk50:?}");
+        println!("p99: call {call99:?}, raw {raw99:?}, tokio {tokio99:?}, sdk worker {sdk99:?}");
         p.stop().await;
     });
 }
@@ -775,10 +867,10 @@ fn main() {
                 .await
                 .unwrap()
         };
-        let [p50, raw, tokio_raw] = in_task.at(0.5);
-        let [p99, raw_p99, tokio_raw_p99] = in_task.at(0.99);
+        let [p50, raw, tokio_raw, sdk_raw] = in_task.at(0.5);
+        let [p99, raw_p99, tokio_raw_p99, _] = in_task.at(0.99);
         let from_main = latencies(&p, rounds).await;
-        let [main_p50, main_raw, main_tokio_raw] = from_main.at(0.5);
+        let [main_p50, main_raw, main_tokio_raw, _] = from_main.at(0.5);
 
         p.stop().await;
 
@@ -859,6 +951,14 @@ fn main() {
             println!(
                 "figure tokio_raw_p99_us {:.1} us",
                 tokio_raw_p99.as_secs_f64() * 1e6
+            );
+            println!(
+                "figure sdk_worker_raw_p50_us {:.1} us",
+                sdk_raw.as_secs_f64() * 1e6
+            );
+            println!(
+                "ratio call_p50/sdk_worker_raw_p50 {:.2}",
+                p50.as_secs_f64() / sdk_raw.as_secs_f64()
             );
             println!(
                 "ratio call_p50/tokio_raw_p50 {:.2}",

@@ -11,7 +11,9 @@
 //! answers, and whenever its `wake` is notified, the task makes one
 //! [`exchange`](super::state::Shared::exchange) — one lock for the whole
 //! batch — and encodes every call it got straight into its write buffer, so
-//! a burst costs one write. Answers are matched by id in a table of pending
+//! a burst costs one write. A call to a worker that holds nothing is written by its caller
+//! instead ([`Direct`]), sparing the hand-over to this task on the path of a lone call. Answers
+//! are matched by id in a table of pending
 //! calls.
 //!
 //! When the channel ends — exit, crash, kill, or shutdown — the task reaps

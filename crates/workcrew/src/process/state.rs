@@ -6,7 +6,10 @@
 //! One mutex guards [`State`]. Every move of a call happens under it:
 //!
 //! - **Routing** (`submit`): the router picks a worker with room; its
-//!   in-flight count goes up and the call joins that worker's outbox. With
+//!   in-flight count goes up and the call joins that worker's outbox — or, if
+//!   the worker held no other call, the caller writes it at once and it joins
+//!   the connection's pending table (`conn::Direct`, its lock taken under this
+//!   one), so a lone call needs no hand-over to the connection task. With
 //!   no room anywhere the call joins the pool queue (bounded).
 //! - **Exchange** (`exchange`, by a worker's connection task after each
 //!   batch of answers and on every wake): the worker's in-flight count goes
@@ -35,7 +38,8 @@
 //! # Every state of a call, every ending
 //!
 //! A call is in one of four states: **queued** (in the pool queue), **outbox** (routed to a
-//! worker, whose in-flight count it raised, not yet written by its connection task),
+//! worker, whose in-flight count it raised, not yet written by its connection task; a call
+//! routed to a worker that held nothing skips it, written by its caller),
 //! **running** (written, not answered) or **answered** (the answer waits in the caller's
 //! receiver, not yet read). Each ending meets each state in one way, and has a test (files in
 //! `tests/`; `state::` is this module's own tests). "Ignored" means a worker that does not

@@ -452,7 +452,6 @@ mod tests {
 
     use std::time::Duration;
 
-
     use super::*;
     use crate::process::builder::{Config, ProcessPoolBuilder};
     use crate::protocol::Encoding;
