@@ -222,6 +222,8 @@ pub(crate) async fn run(
                 continue;
             };
             pool.exchange(handle.id, done.len(), &mut exchange, true);
+            // Answers delivered and nothing to write: their callers run first (below).
+            let answered_only = !done.is_empty() && exchange.calls.is_empty();
             if !done.is_empty() {
                 // One clock read for the batch: its answers arrived together.
                 let now = Instant::now();
@@ -294,6 +296,12 @@ pub(crate) async fn run(
             exchange.shutdown = false;
             if let Some(at) = shutdown_at {
                 stop_by = Some(at + grace);
+            }
+            if answered_only {
+                // A caller woken by its answer often makes its next call at once (written
+                // directly, see `Direct`): let it run before this task's own bookkeeping,
+                // which is not on that call's path.
+                tokio::task::yield_now().await;
             }
         }
         let (to_write, overdue_only) = {
