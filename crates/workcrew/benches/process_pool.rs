@@ -559,11 +559,18 @@ impl SdkEcho {
             .encode(call.to_frame(), &mut wire)
             .unwrap();
         self.sock.write_all(&wire).await.unwrap();
-        let mut head = [0u8; 4];
-        self.sock.read_exact(&mut head).await.unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
-        self.sock.read_exact(&mut body).await.unwrap();
-        assert_eq!(body[0], workcrew::protocol::FrameType::Result as u8);
+        // The answer in one read, as the pool reads it (it is a few bytes).
+        let mut buf = [0u8; 256];
+        let mut have = 0;
+        loop {
+            let n = self.sock.read(&mut buf[have..]).await.unwrap();
+            assert!(n > 0, "the worker closed the channel");
+            have += n;
+            if have >= 4 && have >= 4 + u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize {
+                break;
+            }
+        }
+        assert_eq!(buf[4], workcrew::protocol::FrameType::Result as u8);
     }
 
     async fn stop(self) {
