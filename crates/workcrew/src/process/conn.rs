@@ -13,8 +13,7 @@
 //! batch — and encodes every call it got straight into its write buffer, so
 //! a burst costs one write. A call to a worker that holds nothing is written by its caller
 //! instead ([`Direct`]), sparing the hand-over to this task on the path of a lone call. Answers
-//! are matched by id in a table of pending
-//! calls.
+//! are matched by id in a table of pending calls.
 //!
 //! When the channel ends — exit, crash, kill, or shutdown — the task reaps
 //! the child (stop timeout, stop signal, stop timeout, `SIGKILL`), fails the
@@ -81,8 +80,8 @@ type Pending = HashMap<u64, Job, BuildHasherDefault<IdHasher>>;
 /// connection task to write it: one hand-over fewer between threads on the path of a lone
 /// call. Every other call goes through the outbox as before, so a burst still costs one write
 /// per exchange. The connection task takes this lock for each batch (answers read, calls and
-/// cancels written), never while holding the pool lock's counterpart the other way round: the
-/// order is pool lock, then this one.
+/// cancels written). Lock order: the pool lock, then this one; the connection task never
+/// takes the pool lock while holding this one.
 pub(crate) struct Direct {
     /// Calls written (or about to be: in `wbuf`) and not yet answered.
     pending: Pending,
@@ -222,8 +221,6 @@ pub(crate) async fn run(
                 continue;
             };
             pool.exchange(handle.id, done.len(), &mut exchange, true);
-            // Answers delivered and nothing to write: their callers run first (below).
-            let answered_only = !done.is_empty() && exchange.calls.is_empty();
             if !done.is_empty() {
                 // One clock read for the batch: its answers arrived together.
                 let now = Instant::now();
@@ -256,8 +253,9 @@ pub(crate) async fn run(
                     }
                     let mut d = lock(direct);
                     d.writer = Some(wr);
-                    // Frames queued meanwhile (cancels, pings) go after these.
-                    wbuf.extend_from_slice(&d.wbuf);
+                    // Nothing was queued meanwhile: callers write only with the writer in
+                    // place, and this task was here.
+                    debug_assert!(d.wbuf.is_empty());
                     d.wbuf = wbuf;
                 } else {
                     broken = true;
@@ -296,12 +294,6 @@ pub(crate) async fn run(
             exchange.shutdown = false;
             if let Some(at) = shutdown_at {
                 stop_by = Some(at + grace);
-            }
-            if answered_only {
-                // A caller woken by its answer often makes its next call at once (written
-                // directly, see `Direct`): let it run before this task's own bookkeeping,
-                // which is not on that call's path.
-                tokio::task::yield_now().await;
             }
         }
         let (to_write, overdue_only) = {
@@ -401,7 +393,7 @@ pub(crate) async fn run(
         }
     };
     // No caller writes here any more; the socket closes with both halves.
-    let pending = {
+    let mut pending = {
         let mut d = lock(direct);
         d.open = false;
         d.writer = None;
@@ -409,7 +401,6 @@ pub(crate) async fn run(
         std::mem::take(&mut d.pending)
     };
     drop(rd);
-    let mut pending = pending;
     let pool = shared.upgrade();
     let told_to_stop = shutdown_at.is_some() || handle.shutdown.load(Ordering::Acquire);
     let expected = match &end {
