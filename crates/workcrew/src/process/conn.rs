@@ -76,12 +76,13 @@ type Pending = HashMap<u64, Job, BuildHasherDefault<IdHasher>>;
 /// not yet answered, the send buffer and the socket's writing half.
 ///
 /// A call routed to a worker that holds no other call is written by its caller at once
-/// ([`Direct::try_write`], under the pool lock), instead of joining the outbox and waking the
-/// connection task to write it: one hand-over fewer between threads on the path of a lone
-/// call. Every other call goes through the outbox as before, so a burst still costs one write
-/// per exchange. The connection task takes this lock for each batch (answers read, calls and
-/// cancels written). Lock order: the pool lock, then this one; the connection task never
-/// takes the pool lock while holding this one.
+/// ([`Direct::take`] under the pool lock, [`Direct::write_now`] after letting it go, this lock
+/// held throughout), instead of joining the outbox and waking the connection task to write
+/// it: one hand-over fewer between threads on the path of a lone call. Every other call goes
+/// through the outbox as before, so a burst still costs one write per exchange. The
+/// connection task takes this lock for each batch (answers read, calls and cancels written).
+/// Lock order: the pool lock, then this one; nobody takes the pool lock while holding this
+/// one.
 pub(crate) struct Direct {
     /// Calls written (or about to be: in `wbuf`) and not yet answered.
     pending: Pending,
@@ -115,30 +116,28 @@ impl Direct {
         }
     }
 
-    /// Writes `job` now, if the connection takes direct calls and has nothing else to write:
-    /// `Ok(true)` if some of it is left for the connection task to write (wake it), `Err` with
-    /// the job if it must go through the outbox.
-    pub(crate) fn try_write(&mut self, job: Job) -> Result<bool, Job> {
-        let Direct {
-            pending,
-            wbuf,
-            writer,
-            open,
-        } = self;
-        let Some(writer) = writer.as_mut().filter(|_| *open && wbuf.is_empty()) else {
-            return Err(job);
-        };
-        if !job.fds.is_empty() {
+    /// Takes `job` to write now ([`write_now`](Self::write_now), before this lock is let go),
+    /// if the connection takes direct calls and has nothing else to write; `Err` with the job
+    /// if it must go through the outbox.
+    pub(crate) fn take(&mut self, job: Job) -> Result<(), Job> {
+        if !self.open || self.writer.is_none() || !self.wbuf.is_empty() || !job.fds.is_empty() {
             return Err(job);
         }
-        put_call(wbuf, &job);
-        // A failed send leaves the frame for the connection task, whose own write or read
-        // then meets the broken channel and settles the call with the others.
-        if let Ok(n) = writer.try_write(wbuf) {
+        put_call(&mut self.wbuf, &job);
+        self.pending.insert(job.id, job);
+        Ok(())
+    }
+
+    /// Writes what [`take`](Self::take) queued, as far as the socket takes it now: `true` if
+    /// some is left for the connection task to write (wake it). A failed send leaves the frame
+    /// for the connection task, whose own write or read then meets the broken channel and
+    /// settles the call with the others.
+    pub(crate) fn write_now(&mut self) -> bool {
+        let Direct { wbuf, writer, .. } = self;
+        if let Some(Ok(n)) = writer.as_mut().map(|w| w.try_write(wbuf)) {
             wbuf.advance(n);
         }
-        pending.insert(job.id, job);
-        Ok(!wbuf.is_empty())
+        !wbuf.is_empty()
     }
 }
 

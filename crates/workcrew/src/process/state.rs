@@ -332,26 +332,24 @@ impl Shared {
                 entry.retiring = Some(RecycleReason::Calls);
             }
             let first = entry.outbox.is_empty();
-            // A worker that held nothing: its caller writes the call now (see `Direct`).
-            let (job, wake) = if first && entry.in_flight == 1 {
-                let written = entry
-                    .handle
-                    .direct
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .try_write(job);
-                match written {
-                    Ok(left_over) => (None, left_over),
-                    Err(back) => (Some(back), true),
+            let handle = Arc::clone(&entry.handle);
+            // A worker that held nothing: its caller writes the call (see `Direct`), once the
+            // pool lock is let go — the write is a system call.
+            let mut direct = None;
+            if first && entry.in_flight == 1 {
+                let mut d = handle.direct.lock().unwrap_or_else(PoisonError::into_inner);
+                match d.take(job) {
+                    Ok(()) => direct = Some(d),
+                    Err(back) => entry.outbox.push(back),
                 }
             } else {
-                (Some(job), first)
-            };
-            if let Some(job) = job {
                 entry.outbox.push(job);
             }
-            let handle = Arc::clone(&entry.handle);
             drop(st);
+            let wake = match direct {
+                Some(mut d) => d.write_now(),
+                None => first,
+            };
             if wake {
                 handle.wake.notify_one();
             }
