@@ -495,9 +495,9 @@ impl TokioEcho {
     }
 
     async fn stop(self) {
-        let TokioEcho { sock, mut child } = self;
+        let TokioEcho { sock, child } = self;
         drop(sock);
-        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        reap(child).await;
     }
 }
 
@@ -574,12 +574,15 @@ impl SdkEcho {
     }
 
     async fn stop(self) {
-        let SdkEcho {
-            sock, mut child, ..
-        } = self;
+        let SdkEcho { sock, child, .. } = self;
         drop(sock);
-        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        reap(child).await;
     }
+}
+
+/// Waits for an echo child whose socket was closed (it exits at end of file), off the runtime.
+async fn reap(mut child: std::process::Child) {
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
 }
 
 fn serve_tokio_raw() {
@@ -799,6 +802,16 @@ async fn echo_calls_per_s(p: &ProcessPool, calls: u64) -> f64 {
     calls as f64 / bursts[2].as_secs_f64()
 }
 
+/// Prints latency figure `name` in microseconds.
+fn print_us(name: &str, d: Duration) {
+    println!("figure {name} {:.1} us", d.as_secs_f64() * 1e6);
+}
+
+/// Prints `ratio name` of two latencies.
+fn print_ratio(name: &str, a: Duration, b: Duration) {
+    println!("ratio {name} {:.2}", a.as_secs_f64() / b.as_secs_f64());
+}
+
 fn main() {
     match std::env::var(MODE_ENV).as_deref() {
         // Async echo may run many calls at once: a deep pipeline per worker.
@@ -939,61 +952,26 @@ fn main() {
                 "ratio burst_harness_limit/framed_rpc_limit {:.3}",
                 harness_per_s / framed
             );
-            println!("figure call_p50_us {:.1} us", p50.as_secs_f64() * 1e6);
-            println!("figure call_p99_us {:.1} us", p99.as_secs_f64() * 1e6);
-            println!("figure raw_p50_us {:.1} us", raw.as_secs_f64() * 1e6);
-            println!("figure raw_p99_us {:.1} us", raw_p99.as_secs_f64() * 1e6);
-            println!(
-                "ratio call_p50/raw_p50 {:.2}",
-                p50.as_secs_f64() / raw.as_secs_f64()
-            );
-            println!(
-                "ratio call_p99/raw_p99 {:.2}",
-                p99.as_secs_f64() / raw_p99.as_secs_f64()
-            );
-            println!(
-                "figure tokio_raw_p50_us {:.1} us",
-                tokio_raw.as_secs_f64() * 1e6
-            );
-            println!(
-                "figure tokio_raw_p99_us {:.1} us",
-                tokio_raw_p99.as_secs_f64() * 1e6
-            );
-            println!(
-                "figure sdk_worker_raw_p50_us {:.1} us",
-                sdk_raw.as_secs_f64() * 1e6
-            );
-            println!(
-                "ratio call_p50/sdk_worker_raw_p50 {:.2}",
-                p50.as_secs_f64() / sdk_raw.as_secs_f64()
-            );
-            println!(
-                "ratio call_p50/tokio_raw_p50 {:.2}",
-                p50.as_secs_f64() / tokio_raw.as_secs_f64()
-            );
-            println!(
-                "ratio call_p99/tokio_raw_p99 {:.2}",
-                p99.as_secs_f64() / tokio_raw_p99.as_secs_f64()
-            );
-            println!(
-                "figure call_p50_block_on_us {:.1} us",
-                main_p50.as_secs_f64() * 1e6
-            );
-            println!(
-                "figure raw_p50_block_on_us {:.1} us",
-                main_raw.as_secs_f64() * 1e6
-            );
-            println!(
-                "ratio call_p50_block_on/raw_p50 {:.2}",
-                main_p50.as_secs_f64() / main_raw.as_secs_f64()
-            );
-            println!(
-                "figure tokio_raw_p50_block_on_us {:.1} us",
-                main_tokio_raw.as_secs_f64() * 1e6
-            );
-            println!(
-                "ratio call_p50_block_on/tokio_raw_p50_block_on {:.2}",
-                main_p50.as_secs_f64() / main_tokio_raw.as_secs_f64()
+            print_us("call_p50_us", p50);
+            print_us("call_p99_us", p99);
+            print_us("raw_p50_us", raw);
+            print_us("raw_p99_us", raw_p99);
+            print_ratio("call_p50/raw_p50", p50, raw);
+            print_ratio("call_p99/raw_p99", p99, raw_p99);
+            print_us("tokio_raw_p50_us", tokio_raw);
+            print_us("tokio_raw_p99_us", tokio_raw_p99);
+            print_us("sdk_worker_raw_p50_us", sdk_raw);
+            print_ratio("call_p50/sdk_worker_raw_p50", p50, sdk_raw);
+            print_ratio("call_p50/tokio_raw_p50", p50, tokio_raw);
+            print_ratio("call_p99/tokio_raw_p99", p99, tokio_raw_p99);
+            print_us("call_p50_block_on_us", main_p50);
+            print_us("raw_p50_block_on_us", main_raw);
+            print_ratio("call_p50_block_on/raw_p50", main_p50, main_raw);
+            print_us("tokio_raw_p50_block_on_us", main_tokio_raw);
+            print_ratio(
+                "call_p50_block_on/tokio_raw_p50_block_on",
+                main_p50,
+                main_tokio_raw,
             );
             println!("figure map_items_per_s {map_per_s:.0} items/s");
             println!("figure startup_ms {:.1} ms", startup.as_secs_f64() * 1e3);
