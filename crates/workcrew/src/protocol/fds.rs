@@ -125,7 +125,7 @@ pub(crate) fn sendmsg_fds(
         stream,
         &[IoSlice::new(bytes)],
         &mut control,
-        SendFlags::NOSIGNAL,
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
     )?;
     Ok(sent)
 }
@@ -145,16 +145,43 @@ pub(crate) fn poll_recv(
     fds: &mut VecDeque<OwnedFd>,
 ) -> Poll<io::Result<(usize, bool)>> {
     stream.poll_read_with(cx, |fd| {
-        let (n, with_fds) = recvmsg_fds(fd, buf, fds)?;
+        let (n, with_fds) = recvmsg_fds(fd, buf, fds, RecvFlags::DONTWAIT)?;
         // A short read without descriptors drained the socket (see the module notes).
         Ok(((n, with_fds), n > 0 && n < buf.len() && !with_fds))
     })
+}
+
+/// Like [`poll_recv`], but waits in `recvmsg` for the bytes, as long as the socket's receive
+/// timeout allows ([`super::socket::ReadHalf::allow_waiting`]): `Ok(None)` if none came by
+/// then, or if a signal interrupted the wait.
+///
+/// # Errors
+///
+/// As for [`poll_recv`].
+pub(crate) fn recv_waiting(
+    stream: &super::socket::ReadHalf,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<Option<(usize, bool)>> {
+    match recvmsg_fds(stream.fd(), buf, fds, RecvFlags::empty()) {
+        Ok(read) => Ok(Some(read)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn recvmsg_fds(
     stream: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
+    flags: RecvFlags,
 ) -> io::Result<(usize, bool)> {
     let mut space = [MaybeUninit::uninit(); CONTROL_SPACE];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -162,7 +189,7 @@ fn recvmsg_fds(
         stream,
         &mut [IoSliceMut::new(buf)],
         &mut control,
-        RecvFlags::CMSG_CLOEXEC,
+        RecvFlags::CMSG_CLOEXEC | flags,
     )?;
     let before = fds.len();
     for message in control.drain() {

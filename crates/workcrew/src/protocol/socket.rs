@@ -14,11 +14,18 @@
 //! reports it at once, so no wake-up is lost between the full `send` and the registration.
 //!
 //! Both halves hold descriptors of the same socket: it closes when both are dropped.
+//!
+//! Every `send` and `recvmsg` here passes `MSG_DONTWAIT`, so it never blocks whatever the
+//! descriptor's own mode: a reader may then make the descriptor blocking, with a receive
+//! timeout ([`ReadHalf::allow_waiting`]), and wait for the peer inside one `recvmsg`
+//! ([`super::fds::recv_waiting`]) instead of in `epoll_wait` and then `recvmsg`.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
+use rustix::net::sockopt::Timeout;
 use rustix::net::SendFlags;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -53,6 +60,21 @@ pub(crate) struct ReadHalf {
 }
 
 impl ReadHalf {
+    /// Lets reads without `MSG_DONTWAIT` wait for the peer, up to `timeout` each: the socket
+    /// is made blocking (every other read and write here passes `MSG_DONTWAIT`) and given a
+    /// receive timeout.
+    pub(crate) fn allow_waiting(&self, timeout: Duration) -> io::Result<()> {
+        let fd = self.fd.get_ref();
+        rustix::net::sockopt::set_socket_timeout(fd, Timeout::Recv, Some(timeout))?;
+        rustix::io::ioctl_fionbio(fd, false)?;
+        Ok(())
+    }
+
+    /// The socket, for a read that may wait ([`super::fds::recv_waiting`]).
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
+    }
+
     /// Waits until the socket is readable and runs `read` on it. `read` gives its result and
     /// whether it drained the socket (a short read): then the readiness is forgotten at once,
     /// so the next read waits for the peer instead of first making a system call that would
@@ -101,7 +123,8 @@ impl WriteHalf {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.poll_send_with(cx, |fd| {
-            rustix::net::send(fd, buf, SendFlags::NOSIGNAL).map_err(io::Error::from)
+            rustix::net::send(fd, buf, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)
+                .map_err(io::Error::from)
         })
     }
 
@@ -110,7 +133,8 @@ impl WriteHalf {
     pub(crate) fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &self.state {
             Write::Plain(fd) => {
-                rustix::net::send(fd, buf, SendFlags::NOSIGNAL).map_err(io::Error::from)
+                rustix::net::send(fd, buf, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)
+                    .map_err(io::Error::from)
             }
             Write::Waiting(_) => Err(io::ErrorKind::WouldBlock.into()),
             Write::Broken => Err(io::ErrorKind::NotConnected.into()),

@@ -15,6 +15,11 @@
 //! frame that ends at or after that offset is the one they came with (a `CALL_FDS` takes them)
 //! or they came with no `CALL_FDS` at all (a protocol error); see [`Descriptors`].
 //!
+//! Between calls the serving loop may wait for the next one inside the read itself
+//! ([`Channel::fill_waiting`], see [`super::serve`]): the socket is blocking with a receive
+//! timeout of [`WAIT`], and every other read and write passes `MSG_DONTWAIT`
+//! ([`crate::protocol::socket`]).
+//!
 //! Answers are appended to one send buffer and written with as few `send`s as the socket
 //! takes; a short read lets tokio forget the readiness, so a pass that drained the socket
 //! costs no extra `EAGAIN` system call. The socket is watched for readable events only, and
@@ -25,6 +30,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use tokio::net::UnixStream;
 
@@ -33,6 +39,9 @@ use crate::protocol::socket::{self, ReadHalf, WriteHalf};
 
 /// The receive buffer's usual size.
 const READ_BUFFER: usize = 256 * 1024;
+
+/// The longest a read may block the thread ([`Channel::fill_waiting`]).
+pub(crate) const WAIT: Duration = Duration::from_millis(1);
 
 /// A send buffer that grew past this is given back once written.
 const WRITE_BUFFER_KEEP: usize = 4 * 1024 * 1024;
@@ -62,6 +71,7 @@ impl Channel {
     /// [`crate::protocol::socket`]).
     pub(crate) fn new(stream: UnixStream) -> io::Result<Self> {
         let (reader, writer) = socket::split(stream.into_std()?)?;
+        reader.allow_waiting(WAIT)?;
         Ok(Channel {
             reader,
             writer,
@@ -115,14 +125,28 @@ impl Channel {
     pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.make_room();
         let buf = &mut self.input[self.end..];
-        let (n, with_fds) = ready!(fds::poll_recv(&self.reader, cx, buf, &mut self.fresh))?;
+        let read = ready!(fds::poll_recv(&self.reader, cx, buf, &mut self.fresh))?;
+        Poll::Ready(Ok(self.filled(read)))
+    }
+
+    /// Like [`poll_fill`](Self::poll_fill), but waits in the read itself, blocking the thread
+    /// up to [`WAIT`]: `Ok(None)` if nothing came by then.
+    pub(crate) fn fill_waiting(&mut self) -> io::Result<Option<usize>> {
+        self.make_room();
+        let buf = &mut self.input[self.end..];
+        let read = fds::recv_waiting(&self.reader, buf, &mut self.fresh)?;
+        Ok(read.map(|read| self.filled(read)))
+    }
+
+    /// Accounts for a read of `n` bytes, with descriptors if `with_fds`; gives `n`.
+    fn filled(&mut self, (n, with_fds): (usize, bool)) -> usize {
         self.end += n;
         if with_fds {
             let read_end = self.offset + (self.end - self.start) as u64;
             let fresh = self.fresh.drain(..).map(|fd| (read_end, fd));
             self.fds.queue.extend(fresh);
         }
-        Poll::Ready(Ok(n))
+        n
     }
 
     /// Writes the send buffer, as few system calls as the socket allows.
