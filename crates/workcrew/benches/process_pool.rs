@@ -108,6 +108,35 @@
 //! went through the connection task, a hand-over that from `block_on` is one more
 //! cross-thread wake-up (now its caller writes it, `conn::Direct`: `call_p50_block_on/raw_p50`
 //! 2.16–2.33 before, 1.76–2.02 after, five alternating runs each).
+//!
+//! **Latency, second look** (2026-12-02, later; `perf stat` over loops of 50,000 lone calls of
+//! one kind at a time, `strace -f`, and `valgrind --tool=callgrind` over 10,000 pool calls):
+//! - The kernel is most of a round trip's cost on this VM: of the CPU time all processes spend
+//!   per round trip, 85% is system time (about 30 us of system time against 4–6 us of user
+//!   time per round trip, for the pool and for an SDK worker called by hand alike), the
+//!   wake-up of a sleeping thread on the other CPU each way. User-space instructions are the
+//!   smaller lever; sleeps and system calls the larger.
+//! - System calls per lone call are at their floor: the pool's side makes three (`send` of
+//!   the call, `epoll_wait`, `read` of the answer), as any async client does; a blocking
+//!   client makes two. The worker made three (`epoll_wait`, `recvmsg`, `send`) and now makes
+//!   two, as the raw echo child: between calls its serving loop waits for the next one in
+//!   `recvmsg` itself when nothing else can need its thread (see `workcrew::worker`'s serving
+//!   notes). Measured: the SDK worker called by hand in a loop of 50,000, five alternating
+//!   runs, 1.29–1.37 s with the wait against 1.40–1.46 s without, about 2 us per round trip;
+//!   user time 0.21–0.27 s against 0.27–0.40 s.
+//! - Instructions per lone call (callgrind): the pool's side about 8,500 — the connection task
+//!   3,450 (its `select!` of seven branches, built twice per answer, 1,490; the exchange with
+//!   the pool 390; delivering the answer 334; parsing it 297; latency statistics 203), the
+//!   call future 2,090 (routing and the direct write 850), the runtime's park 1,470, the
+//!   oneshot 370. The SDK worker about 2,700 (handler, `FuturesUnordered`, serving loop); a
+//!   tokio echo child about 100. At this VM's speed the pool's part is 1–2 us of a 15–30 us
+//!   round trip.
+//! - So with an async caller the floor is about the SDK worker called by hand,
+//!   `call_p50/raw_p50` 1.15–1.45 in the same runs, before the pool does anything; the pool's
+//!   bookkeeping (routing, the in-flight count, statistics, the hand-over from the connection
+//!   task to the caller) adds the rest. Going below needs the caller to read its own answer
+//!   instead of the connection task (one task and one oneshot fewer per call), which the
+//!   connection task's ownership of the socket's reading half does not allow today.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;

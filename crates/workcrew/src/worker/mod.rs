@@ -198,6 +198,12 @@ impl Worker {
     /// trivial call. Sync functions still run on blocking threads. Serving ends
     /// once every call has been answered.
     ///
+    /// Between calls, while no call runs and the runtime has no task, the loop
+    /// waits up to 1 ms for the next call in the socket's read itself rather
+    /// than in the runtime: a caller that calls in a loop saves a system call
+    /// and a pass through the runtime per call. A task the functions spawn (it
+    /// counts while it lives) keeps every wait in the runtime.
+    ///
     /// # Errors
     ///
     /// [`ServeError`] if the runtime cannot be built, or the channel cannot be
