@@ -59,7 +59,7 @@
 //! | recycle | taken by the replacement: `process_pool_endings::queued_calls_go_to_the_replacements_of_recycled_workers` | written: a retiring worker finishes what it was given (invariant 2), same test | finishes, then the worker exits: `process_pool_behaviour::reload_lets_calls_in_flight_finish_and_switches_to_the_new_command` | the answer stands |
 
 use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -75,7 +75,7 @@ use super::exit::{ExitReason, ProcessExit};
 use super::payload::Payload;
 use super::routing::Router;
 use super::stats::Counters;
-use crate::common::Hub;
+use crate::common::{Hub, NameHasher};
 use crate::protocol::{Encoding, ErrorBody};
 
 /// How a call ended, as its caller learns it.
@@ -151,29 +151,6 @@ impl WorkerHandle {
             finished: AtomicBool::new(false),
             direct: Mutex::new(Direct::closed()),
         }
-    }
-}
-
-/// FNV-1a for function names: short keys, looked up on every routing, no
-/// need for SipHash's flood resistance (the names come from the workers).
-#[derive(Default)]
-pub(crate) struct NameHasher(u64);
-
-impl Hasher for NameHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
     }
 }
 

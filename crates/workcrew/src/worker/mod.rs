@@ -100,6 +100,7 @@ mod serve;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
+use std::hash::BuildHasherDefault;
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -108,6 +109,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
+use crate::common::NameHasher;
 use crate::protocol::{Encoding, FrameError, MessageError};
 use handler::Handler;
 
@@ -115,7 +117,7 @@ pub use cancel::{is_cancelled, CallContext};
 
 /// A set of functions ready to serve.
 pub struct Worker {
-    functions: HashMap<String, Arc<dyn Handler>>,
+    functions: HashMap<String, Arc<dyn Handler>, BuildHasherDefault<NameHasher>>,
     /// Set by [`WorkerBuilder::concurrency`]; `None` announces the default for the functions.
     concurrency: Option<u32>,
     /// Whether any function is sync (runs on a blocking thread).
@@ -180,7 +182,7 @@ impl Worker {
     pub fn builder() -> WorkerBuilder {
         WorkerBuilder {
             worker: Worker {
-                functions: HashMap::new(),
+                functions: HashMap::default(),
                 concurrency: None,
                 has_sync: false,
                 encodings: vec![Encoding::Postcard, Encoding::Json],

@@ -22,9 +22,10 @@
 //!   runtime from another thread during a wait, or a future joined beside serving in the same
 //!   `block_on`, starts up to 1 ms late.
 //! - Calls are futures in one `FuturesUnordered`, polled by the serving task itself: no task
-//!   is spawned per call, and a new call is polled in the pass that read it, so a trivial
-//!   async function is answered in that same pass. Sync functions run on tokio's blocking
-//!   threads; their join handles sit in the same set.
+//!   is spawned per call. A new async call is polled as soon as its frame is read, with the
+//!   serving task's waker: a trivial async function is answered then and there, without
+//!   joining the set (no allocation, no pass through it); one that is not done joins it. Sync
+//!   functions run on tokio's blocking threads; their join handles sit in the same set.
 //! - `PING` is answered while the frame is handled, so heartbeats never wait for calls (as long
 //!   as no async function blocks the thread, which the SDK docs forbid).
 //! - `CALL_FDS` takes its descriptors from the channel's queue; descriptors that came with any
@@ -173,7 +174,7 @@ impl Serving {
                     Poll::Pending => {}
                 }
                 // Frames read before the end of file are served first.
-                if let Err(e) = self.handle_frames() {
+                if let Err(e) = self.handle_frames(cx) {
                     return Poll::Ready(Err(e));
                 }
                 if eof {
@@ -209,7 +210,7 @@ impl Serving {
     }
 
     /// Handles every complete frame in the receive buffer.
-    fn handle_frames(&mut self) -> Result<(), ServeError> {
+    fn handle_frames(&mut self, cx: &mut Context<'_>) -> Result<(), ServeError> {
         while self.reading {
             let (unread, at, output, fds) = self.chan.split();
             let frame = match peek_frame(unread, self.max_frame)? {
@@ -246,6 +247,7 @@ impl Serving {
                     start(
                         &self.worker,
                         &self.calls,
+                        cx,
                         output,
                         max_frame,
                         id,
@@ -274,6 +276,7 @@ impl Serving {
                         start(
                             &self.worker,
                             &self.calls,
+                            cx,
                             output,
                             max_frame,
                             id,
@@ -305,10 +308,14 @@ impl Serving {
     }
 }
 
-/// Starts call `id` of function `name`, or answers `unknown_function`.
+/// Starts call `id` of function `name`, or answers `unknown_function`. An async call is
+/// polled at once, with serving's own waker: one that is done then is answered without
+/// joining `calls`; one that is not joins `calls`, which polls it again with a waker of its own.
+#[allow(clippy::too_many_arguments)]
 fn start(
     worker: &Worker,
     calls: &FuturesUnordered<Running>,
+    cx: &mut Context<'_>,
     output: &mut Vec<u8>,
     max_frame: usize,
     id: u64,
@@ -324,14 +331,22 @@ fn start(
     };
     // An async function called now may already take its context: keep the one it made.
     match catch_unwind(AssertUnwindSafe(|| within_call(None, || begin(&**handler)))) {
-        Ok((started, made)) => calls.push(Running {
-            id,
-            sync: started.flag.is_some(),
-            flag: started.flag.or(made),
-            fut: Some(started.fut),
-            waker: None,
-            cancelled: false,
-        }),
+        Ok((started, made)) => {
+            let mut call = Running {
+                id,
+                sync: started.flag.is_some(),
+                flag: started.flag.or(made),
+                fut: Some(started.fut),
+                waker: None,
+                cancelled: false,
+            };
+            if !call.sync {
+                if let Poll::Ready((id, answer)) = Pin::new(&mut call).poll(cx) {
+                    return put_answer(output, id, answer, max_frame);
+                }
+            }
+            calls.push(call);
+        }
         Err(payload) => put_error(output, id, &panicked(payload), max_frame),
     }
 }
