@@ -481,6 +481,7 @@ mod tests {
 
     use std::cell::Cell;
     use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
     use std::time::Duration;
 
     use bytes::BytesMut;
@@ -519,6 +520,9 @@ mod tests {
                 before(&rt);
                 let worker = Worker::builder()
                     .async_function("echo", |x: u64| async move { Ok::<_, String>(x) })
+                    .async_function_with_fds("count", |(): (), fds: Vec<OwnedFd>| async move {
+                        Ok::<_, String>(fds.len() as u64)
+                    })
                     .build();
                 let served = rt.block_on(async move {
                     theirs.set_nonblocking(true).unwrap();
@@ -586,6 +590,31 @@ mod tests {
             }
         }
 
+        /// Calls `count` with `fds` attached (`CALL_FDS`); its answer.
+        fn count_fds(&mut self, id: u64, fds: &[std::os::fd::BorrowedFd<'_>]) -> u64 {
+            let frame = Message::CallFds {
+                id,
+                descriptors: fds.len() as u8,
+                function: "count".into(),
+                payload: Encoding::Postcard.encode(&()).unwrap(),
+            }
+            .to_frame();
+            let mut wire = BytesMut::new();
+            self.codec.encode(frame, &mut wire).unwrap();
+            let sent = crate::protocol::fds::sendmsg_fds(&self.sock, &wire, fds).unwrap();
+            self.sock.write_all(&wire[sent..]).unwrap();
+            match Message::from_frame(self.read()).unwrap() {
+                Message::Result {
+                    id: answered,
+                    payload,
+                } => {
+                    assert_eq!(answered, id);
+                    Encoding::Postcard.decode(&payload).unwrap()
+                }
+                other => panic!("expected RESULT, got {other:?}"),
+            }
+        }
+
         /// Closes our end; serving's outcome and its waited reads. Panics if serving has not
         /// ended within [`GUARD`].
         fn close(self) -> (Result<(), ServeError>, usize) {
@@ -638,5 +667,20 @@ mod tests {
         let (served, waited) = peer.close();
         served.unwrap();
         assert!(waited > 0, "no ping came during a wait");
+    }
+
+    /// Descriptors that come with a call read by a wait reach the call, every time.
+    #[test]
+    fn descriptors_that_come_during_a_wait_reach_their_call() {
+        use std::os::fd::AsFd;
+        let mut peer = Peer::start(|_| {});
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        // Only calls with descriptors: every read that waited brought one.
+        for id in 1..=20 {
+            assert_eq!(peer.count_fds(id, &[a.as_fd(), b.as_fd()]), 2);
+        }
+        let (served, waited) = peer.close();
+        served.unwrap();
+        assert!(waited > 0, "no call came during a wait");
     }
 }
