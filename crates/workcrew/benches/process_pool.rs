@@ -128,9 +128,14 @@
 //!   3,450 (its `select!` of seven branches, built twice per answer, 1,490; the exchange with
 //!   the pool 390; delivering the answer 334; parsing it 297; latency statistics 203), the
 //!   call future 2,090 (routing and the direct write 850), the runtime's park 1,470, the
-//!   oneshot 370. The SDK worker about 2,700 (handler, `FuturesUnordered`, serving loop); a
-//!   tokio echo child about 100. At this VM's speed the pool's part is 1–2 us of a 15–30 us
-//!   round trip.
+//!   oneshot 370. The SDK worker about 2,730 (handler, `FuturesUnordered`, serving loop), now
+//!   2,210: a trivial async call is answered when first polled, without joining the worker's
+//!   `FuturesUnordered`, and function names are hashed with FNV-1a instead of SipHash. A tokio
+//!   echo child (read_exact, write_all, the runtime's park) takes about 3,500. With a blocking
+//!   client on our end, the SDK worker's round trip is 18.7–20.1 us against 17.1–17.9 us for
+//!   the raw echo child (three runs). Right after a wake-up these instructions run slowly
+//!   (cold caches): the pool's ~6,000 instructions per call more than a hand-written tokio
+//!   client cost it several microseconds, not one.
 //! - So with an async caller the floor is about the SDK worker called by hand,
 //!   `call_p50/raw_p50` 1.15–1.45 in the same runs, before the pool does anything; the pool's
 //!   bookkeeping (routing, the in-flight count, statistics, the hand-over from the connection
