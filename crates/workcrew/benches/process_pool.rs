@@ -43,7 +43,10 @@
 //!     `ratio call_p50/tokio_raw_p50` is what the SDK worker and the pool add to it;
 //!   - `sdk_worker_raw_p50_us`: a `CALL` written and its `RESULT` read by hand, through tokio,
 //!     to a worker of this bench (the SDK's serving loop) — the protocol's round trip without
-//!     the pool; `ratio call_p50/sdk_worker_raw_p50` is what the pool itself adds.
+//!     the pool; `ratio call_p50/sdk_worker_raw_p50` is what the pool itself adds;
+//!   - `sdk_worker_blocking_p50_us`: the same `CALL` to another such worker from blocking std
+//!     I/O on our end, as the raw round trip: `ratio sdk_worker_blocking_p50/raw_p50` is what
+//!     the SDK worker costs against the raw echo child, nothing of the caller's side in it.
 //!
 //!   `call_p50_block_on_us` measures from `block_on`'s own thread, where every answer costs one
 //!   more cross-thread wake-up (the connection task runs on the runtime), beside raw and tokio
@@ -403,13 +406,15 @@ async fn latencies(p: &ProcessPool, rounds: usize) -> Latencies {
     let mut raw = RawEcho::start("raw");
     let mut tokio_raw = TokioEcho::start().await;
     let mut sdk = SdkEcho::start().await;
+    let mut sdk_blocking = SdkEcho::start().await.into_blocking();
     let mut workers = p.worker_pids();
-    workers.extend([raw.pid(), tokio_raw.pid(), sdk.pid()]);
+    workers.extend([raw.pid(), tokio_raw.pid(), sdk.pid(), sdk_blocking.pid()]);
     let pinned = Pinned::new(&workers);
     let mut calls = Vec::with_capacity(rounds);
     let mut raws = Vec::with_capacity(rounds);
     let mut tokio_raws = Vec::with_capacity(rounds);
     let mut sdk_raws = Vec::with_capacity(rounds);
+    let mut sdk_blockings = Vec::with_capacity(rounds);
     let mut i = 0u64;
     while calls.len() < rounds {
         for _ in 0..LATENCY_BLOCK {
@@ -433,12 +438,24 @@ async fn latencies(p: &ProcessPool, rounds: usize) -> Latencies {
             sdk.round_trip().await;
             sdk_raws.push(t.elapsed());
         }
+        for _ in 0..LATENCY_BLOCK {
+            let t = Instant::now();
+            sdk_blocking.round_trip();
+            sdk_blockings.push(t.elapsed());
+        }
     }
     drop(pinned);
     raw.stop();
     tokio_raw.stop().await;
     sdk.stop().await;
-    for v in [&mut calls, &mut raws, &mut tokio_raws, &mut sdk_raws] {
+    sdk_blocking.stop().await;
+    for v in [
+        &mut calls,
+        &mut raws,
+        &mut tokio_raws,
+        &mut sdk_raws,
+        &mut sdk_blockings,
+    ] {
         v.sort();
     }
     Latencies {
@@ -446,6 +463,7 @@ async fn latencies(p: &ProcessPool, rounds: usize) -> Latencies {
         raws,
         tokio_raws,
         sdk_raws,
+        sdk_blockings,
     }
 }
 
@@ -458,12 +476,23 @@ struct Latencies {
     tokio_raws: Vec<Duration>,
     /// Protocol round trips to an SDK worker by hand, without the pool.
     sdk_raws: Vec<Duration>,
+    /// The same with blocking std I/O on our end, as the raw round trips: the worker's own
+    /// cost against the raw echo child's.
+    sdk_blockings: Vec<Duration>,
 }
 
 impl Latencies {
-    /// Pool, raw, tokio and SDK-worker round trips at quantile `q`.
-    fn at(&self, q: f64) -> [Duration; 4] {
-        [&self.calls, &self.raws, &self.tokio_raws, &self.sdk_raws].map(|v| percentile(v, q))
+    /// Pool, raw, tokio, SDK-worker and SDK-worker-from-a-blocking-client round trips at
+    /// quantile `q`.
+    fn at(&self, q: f64) -> [Duration; 5] {
+        [
+            &self.calls,
+            &self.raws,
+            &self.tokio_raws,
+            &self.sdk_raws,
+            &self.sdk_blockings,
+        ]
+        .map(|v| percentile(v, q))
     }
 }
 
@@ -614,6 +643,68 @@ impl SdkEcho {
     }
 }
 
+impl SdkEcho {
+    /// The same worker, called from blocking std I/O on our end.
+    fn into_blocking(self) -> SdkBlocking {
+        use tokio_util::codec::Encoder;
+        use workcrew::protocol::{Encoding, FrameCodec, Message};
+        let SdkEcho { sock, child, .. } = self;
+        let sock = sock.into_std().unwrap();
+        sock.set_nonblocking(false).unwrap();
+        // One call, sent again and again: the worker answers each, one at a time.
+        let call = Message::Call {
+            id: 1,
+            function: "echo".into(),
+            payload: Encoding::Postcard.encode(&7u64).unwrap(),
+        };
+        let mut wire = bytes::BytesMut::new();
+        FrameCodec::default()
+            .encode(call.to_frame(), &mut wire)
+            .unwrap();
+        SdkBlocking {
+            sock,
+            child,
+            call: wire.to_vec(),
+        }
+    }
+}
+
+/// An SDK worker of this bench called by hand from blocking std I/O: a `CALL` written and its
+/// `RESULT` read, as the raw echo's 16 bytes are.
+struct SdkBlocking {
+    sock: std::os::unix::net::UnixStream,
+    child: std::process::Child,
+    /// The encoded `CALL`.
+    call: Vec<u8>,
+}
+
+impl SdkBlocking {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn round_trip(&mut self) {
+        self.sock.write_all(&self.call).unwrap();
+        let mut buf = [0u8; 256];
+        let mut have = 0;
+        loop {
+            let n = self.sock.read(&mut buf[have..]).unwrap();
+            assert!(n > 0, "the worker closed the channel");
+            have += n;
+            if have >= 4 && have >= 4 + u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize {
+                break;
+            }
+        }
+        assert_eq!(buf[4], workcrew::protocol::FrameType::Result as u8);
+    }
+
+    async fn stop(self) {
+        let SdkBlocking { sock, child, .. } = self;
+        drop(sock);
+        reap(child).await;
+    }
+}
+
 /// Waits for an echo child whose socket was closed (it exits at end of file), off the runtime.
 async fn reap(mut child: std::process::Child) {
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
@@ -709,10 +800,16 @@ fn profile_latency(calls: usize) {
         let measured = tokio::spawn(async move { latencies(&in_task, calls).await })
             .await
             .unwrap();
-        let [call50, raw50, tokio50, sdk50] = measured.at(0.5);
-        let [call99, raw99, tokio99, sdk99] = measured.at(0.99);
-        println!("p50: call {call50:?}, raw {raw50:?}, tokio {tokio50:?}, sdk worker {sdk50:?}");
-        println!("p99: call {call99:?}, raw {raw99:?}, tokio {tokio99:?}, sdk worker {sdk99:?}");
+        let [call50, raw50, tokio50, sdk50, blocking50] = measured.at(0.5);
+        let [call99, raw99, tokio99, sdk99, blocking99] = measured.at(0.99);
+        println!(
+            "p50: call {call50:?}, raw {raw50:?}, tokio {tokio50:?}, sdk worker {sdk50:?}, \
+             sdk worker from a blocking client {blocking50:?}"
+        );
+        println!(
+            "p99: call {call99:?}, raw {raw99:?}, tokio {tokio99:?}, sdk worker {sdk99:?}, \
+             sdk worker from a blocking client {blocking99:?}"
+        );
         p.stop().await;
     });
 }
@@ -921,10 +1018,10 @@ fn main() {
                 .await
                 .unwrap()
         };
-        let [p50, raw, tokio_raw, sdk_raw] = in_task.at(0.5);
-        let [p99, raw_p99, tokio_raw_p99, _] = in_task.at(0.99);
+        let [p50, raw, tokio_raw, sdk_raw, sdk_blocking] = in_task.at(0.5);
+        let [p99, raw_p99, tokio_raw_p99, _, _] = in_task.at(0.99);
         let from_main = latencies(&p, rounds).await;
-        let [main_p50, main_raw, main_tokio_raw, _] = from_main.at(0.5);
+        let [main_p50, main_raw, main_tokio_raw, _, _] = from_main.at(0.5);
 
         p.stop().await;
 
@@ -996,6 +1093,8 @@ fn main() {
             print_us("tokio_raw_p99_us", tokio_raw_p99);
             print_us("sdk_worker_raw_p50_us", sdk_raw);
             print_ratio("call_p50/sdk_worker_raw_p50", p50, sdk_raw);
+            print_us("sdk_worker_blocking_p50_us", sdk_blocking);
+            print_ratio("sdk_worker_blocking_p50/raw_p50", sdk_blocking, raw);
             print_ratio("call_p50/tokio_raw_p50", p50, tokio_raw);
             print_ratio("call_p99/tokio_raw_p99", p99, tokio_raw_p99);
             print_us("call_p50_block_on_us", main_p50);
