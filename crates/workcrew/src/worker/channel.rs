@@ -41,7 +41,7 @@ use crate::protocol::socket::{self, ReadHalf, WriteHalf};
 const READ_BUFFER: usize = 256 * 1024;
 
 /// The longest a read may block the thread ([`Channel::fill_waiting`]).
-pub(crate) const WAIT: Duration = Duration::from_millis(1);
+pub(crate) const WAIT: Duration = Duration::from_millis(10);
 
 /// A send buffer that grew past this is given back once written.
 const WRITE_BUFFER_KEEP: usize = 4 * 1024 * 1024;

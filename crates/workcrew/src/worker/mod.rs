@@ -201,7 +201,7 @@ impl Worker {
     /// once every call has been answered.
     ///
     /// Between calls, while no call runs and the runtime has no task, the loop
-    /// waits up to 1 ms for the next call in the socket's read itself rather
+    /// waits up to 10 ms for the next call in the socket's read itself rather
     /// than in the runtime: a caller that calls in a loop saves a system call
     /// and a pass through the runtime per call. A task the functions spawn (it
     /// counts while it lives) keeps every wait in the runtime.

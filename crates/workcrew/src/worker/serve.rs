@@ -12,15 +12,20 @@
 //!   the thread: the last read through the runtime brought bytes, no call runs, nothing waits
 //!   to be written, and the runtime has no task (`num_alive_tasks() == 0`: serving runs in
 //!   `block_on`, as [`super::Worker::run`] does, and the functions spawned nothing that still
-//!   runs). Then the loop blocks in `recvmsg` for up to [`super::channel::WAIT`] (1 ms)
+//!   runs). Then the loop blocks in `recvmsg` for up to [`super::channel::WAIT`] (10 ms)
 //!   instead of going back to the runtime to wait in `epoll_wait`: a call that follows its
 //!   predecessor's answer closely (one caller calling in a loop) costs two system calls in the
 //!   worker (`recvmsg`, `send`) instead of three, and no pass through the runtime's park
 //!   (about 2 us less per round trip on this project's machines, see the process pool
 //!   bench). If nothing comes in that time, the loop waits through the runtime as before,
-//!   until the next read brings bytes. The cost of being wrong: a task spawned onto this
-//!   runtime from another thread during a wait, or a future joined beside serving in the same
-//!   `block_on`, starts up to 1 ms late.
+//!   until the next read brings bytes: an idle worker wakes once, 10 ms after its last call.
+//!   10 ms rather than 1: a caller that pauses a few milliseconds between bursts (the bench's
+//!   interleaved blocks) finds the worker still waiting in the read, not back in the runtime
+//!   (p50 `call_p50/raw_p50` 1.42–1.66 against 1.55–1.94 with 1 ms, four alternating runs).
+//!   The cost of being wrong: a task spawned onto this runtime from a thread of the program's
+//!   own during a wait, or a future joined beside serving in the same `block_on`, starts up to
+//!   10 ms late. (A task spawned by a function, even a sync one, cannot meet a wait: a call
+//!   runs while it spawns, and the task then counts.)
 //! - Calls are futures in one `FuturesUnordered`, polled by the serving task itself: no task
 //!   is spawned per call. A new async call is polled as soon as its frame is read, with the
 //!   serving task's waker: a trivial async function is answered then and there, without
@@ -626,7 +631,7 @@ mod tests {
     }
 
     /// One caller calling in a loop: the calls after the first are waited for in the read
-    /// (most of them: one that comes later than the wait's 1 ms goes through the runtime).
+    /// (most of them: one that comes later than the wait's 10 ms goes through the runtime).
     #[test]
     fn lone_calls_are_waited_for_in_the_read() {
         let mut peer = Peer::start(|_| {});
