@@ -2,7 +2,8 @@
 //! separate machines would): one is SIGKILLed mid-range, then one is frozen past
 //! its lease, then the only one is SIGKILLed and a new one resumes the job. Every
 //! id is processed at least once, none skipped, duplicates only in the faulty
-//! process's ranges, and its late work is fenced out.
+//! process's ranges (or in ranges a process was fenced out of), and its late
+//! work is fenced out.
 //!
 //! This binary is its own harness (`harness = false`): started with
 //! `CHILD_FLAG` it is one of the job's processes. Its keys live under a prefix of

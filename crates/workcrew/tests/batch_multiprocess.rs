@@ -1,8 +1,8 @@
 //! Several processes share one job through one SQLite file: one is SIGKILLed
 //! mid-range, then one is frozen past its lease; then the only process is
 //! SIGKILLed and a new one resumes the job. Every id is processed at least
-//! once, none skipped, duplicates only in the faulty process's ranges, and its
-//! late work is fenced out.
+//! once, none skipped, duplicates only in the faulty process's ranges (or in
+//! ranges a process was fenced out of), and its late work is fenced out.
 //!
 //! This binary is its own harness (`harness = false`): started with
 //! `CHILD_FLAG` it is one of the job's processes.

@@ -35,8 +35,11 @@
 //! `write` per line to its own log file (so a killed process leaves whole
 //! lines), and `F <range>` when the job reports it fenced out. The parent reads
 //! the logs and checks: every id processed at least once (none skipped);
-//! duplicates only inside ranges the killed (or frozen) process had started; the
-//! store counts every id done exactly once.
+//! duplicates only inside ranges the killed (or frozen) process had started, or
+//! in a range that a process which ran it was fenced out of (a fault that stalls
+//! the store stalls the others too, and their leases run out as well: seen with
+//! SQLite when the freeze lands late in the run); the store counts every id done
+//! exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -185,8 +188,8 @@ pub async fn child(store: impl Store, args: &[String]) -> i32 {
 
 /// Several processes run the job; the first is SIGKILLed while it is in the
 /// middle of a range. Panics if any id is skipped, if a duplicate lies outside
-/// the ranges the killed process had started, or if the store does not count
-/// every id done once.
+/// the ranges the killed process had started and no fence explains it (see the
+/// module docs), or if the store does not count every id done once.
 pub async fn kill_one_mid_range(
     store: &dyn Store,
     job: &str,
