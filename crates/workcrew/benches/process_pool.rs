@@ -608,32 +608,30 @@ impl SdkEcho {
 
     async fn round_trip(&mut self) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        use tokio_util::codec::Encoder;
-        use workcrew::protocol::{Encoding, FrameCodec, Message};
         let id = self.next;
         self.next += 1;
-        let call = Message::Call {
-            id,
-            function: "echo".into(),
-            payload: Encoding::Postcard.encode(&id).unwrap(),
-        };
-        let mut wire = bytes::BytesMut::new();
-        FrameCodec::default()
-            .encode(call.to_frame(), &mut wire)
-            .unwrap();
-        self.sock.write_all(&wire).await.unwrap();
+        self.sock.write_all(&echo_call(id, id)).await.unwrap();
         // The answer in one read, as the pool reads it (it is a few bytes).
         let mut buf = [0u8; 256];
         let mut have = 0;
-        loop {
+        while !whole_result(&buf[..have]) {
             let n = self.sock.read(&mut buf[have..]).await.unwrap();
             assert!(n > 0, "the worker closed the channel");
             have += n;
-            if have >= 4 && have >= 4 + u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize {
-                break;
-            }
         }
-        assert_eq!(buf[4], workcrew::protocol::FrameType::Result as u8);
+    }
+
+    /// The same worker, called from blocking std I/O on our end.
+    fn into_blocking(self) -> SdkBlocking {
+        let SdkEcho { sock, child, .. } = self;
+        let sock = sock.into_std().unwrap();
+        sock.set_nonblocking(false).unwrap();
+        SdkBlocking {
+            sock,
+            child,
+            // One call, sent again and again: the worker answers each, one at a time.
+            call: echo_call(1, 7),
+        }
     }
 
     async fn stop(self) {
@@ -643,30 +641,30 @@ impl SdkEcho {
     }
 }
 
-impl SdkEcho {
-    /// The same worker, called from blocking std I/O on our end.
-    fn into_blocking(self) -> SdkBlocking {
-        use tokio_util::codec::Encoder;
-        use workcrew::protocol::{Encoding, FrameCodec, Message};
-        let SdkEcho { sock, child, .. } = self;
-        let sock = sock.into_std().unwrap();
-        sock.set_nonblocking(false).unwrap();
-        // One call, sent again and again: the worker answers each, one at a time.
-        let call = Message::Call {
-            id: 1,
-            function: "echo".into(),
-            payload: Encoding::Postcard.encode(&7u64).unwrap(),
-        };
-        let mut wire = bytes::BytesMut::new();
-        FrameCodec::default()
-            .encode(call.to_frame(), &mut wire)
-            .unwrap();
-        SdkBlocking {
-            sock,
-            child,
-            call: wire.to_vec(),
-        }
+/// The encoded `CALL` of the bench worker's `echo` with id `id` and argument `arg`.
+fn echo_call(id: u64, arg: u64) -> Vec<u8> {
+    use tokio_util::codec::Encoder;
+    use workcrew::protocol::{Encoding, FrameCodec, Message};
+    let call = Message::Call {
+        id,
+        function: "echo".into(),
+        payload: Encoding::Postcard.encode(&arg).unwrap(),
+    };
+    let mut wire = bytes::BytesMut::new();
+    FrameCodec::default()
+        .encode(call.to_frame(), &mut wire)
+        .unwrap();
+    wire.to_vec()
+}
+
+/// Whether `read` holds a whole frame; if so, asserts that it is a `RESULT`.
+fn whole_result(read: &[u8]) -> bool {
+    if read.len() < 5 || read.len() < 4 + u32::from_be_bytes(read[..4].try_into().unwrap()) as usize
+    {
+        return false;
     }
+    assert_eq!(read[4], workcrew::protocol::FrameType::Result as u8);
+    true
 }
 
 /// An SDK worker of this bench called by hand from blocking std I/O: a `CALL` written and its
@@ -687,15 +685,11 @@ impl SdkBlocking {
         self.sock.write_all(&self.call).unwrap();
         let mut buf = [0u8; 256];
         let mut have = 0;
-        loop {
+        while !whole_result(&buf[..have]) {
             let n = self.sock.read(&mut buf[have..]).unwrap();
             assert!(n > 0, "the worker closed the channel");
             have += n;
-            if have >= 4 && have >= 4 + u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize {
-                break;
-            }
         }
-        assert_eq!(buf[4], workcrew::protocol::FrameType::Result as u8);
     }
 
     async fn stop(self) {
