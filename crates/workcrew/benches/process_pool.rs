@@ -28,6 +28,12 @@
 //!   future, a channel send, a oneshot, a cross-thread wake). `ratio echo/burst_harness_limit`
 //!   is the share of that ceiling the pool keeps, and `ratio burst_harness_limit/framed_rpc_limit`
 //!   shows how far below the framing limit the ceiling itself is (see below).
+//! - `pending_once_limit_calls_per_s`: the bound under that ceiling — the same 100,000 futures
+//!   in one `FuturesUnordered`, each of which only goes pending once and is then woken and
+//!   answered from this same thread: no pool, no channel, no other thread, no allocation but
+//!   the futures' own. Every call to another process goes pending at least once, so no burst
+//!   of separate call futures issued this way goes faster; `ratio pending_once_limit/
+//!   framed_rpc_limit` is the most `ratio echo/framed_rpc_limit` could be (see below).
 //! - `call_p50_us` / `call_p99_us`: one call at a time, from a runtime task (as a server's
 //!   request handler calls). Measured in blocks of 50 interleaved with blocks of two baselines,
 //!   so that all three see the same machine, and with both sides pinned (this thread and the
@@ -96,6 +102,20 @@
 //! oneshot and a cross-thread wake, polled from one thread, cost more than the whole framed
 //! round trip. The pool keeps 50–70% of that ceiling. Batched calls do reach the wire:
 //! `map_items_per_s` is 21–26M items/s, 0.6–0.7 of the framed limit.
+//!
+//! The bound under it (2026-12-03, another machine: AMD EPYC, framed limit 53–68M calls/s,
+//! three runs): 100,000 futures that do nothing but go pending once and be woken from their
+//! own thread — no pool, no channel, no allocation of their own, no other thread, no wire and
+//! no worker — come in at 6.5–6.9M calls/s, `ratio pending_once_limit/framed_rpc_limit`
+//! 0.121, 0.104, 0.099. A call to a worker process pays at least that on the caller's thread,
+//! and the pool's connection tasks and the two worker processes share the same two cores, so
+//! 0.10 of the framed limit is out of reach for separate call futures issued this way by
+//! construction, not by a cost the pool could remove. The pool keeps 0.31–0.34 of that bound
+//! (`ratio echo/pending_once_limit`) and 0.65–0.67 of the harness ceiling; echo/framed was
+//! 0.038, 0.035, 0.032. Per call in a burst (callgrind, 200,000 calls): the caller's thread
+//! about 2,700 instructions (the bench's `FuturesUnordered` about 900 of them, `malloc` and
+//! `free` of the future's node and the answer's `oneshot` about 700), the two connection
+//! tasks about 1,200, the worker about 1,400.
 //!
 //! **Latency** (`perf stat`, 40,000 calls one at a time, pinned): a round trip costs about as
 //! much CPU as it takes time — it is serial — and most of it is the kernel's wake-up path
@@ -777,6 +797,81 @@ async fn harness_burst(calls: u64) -> Duration {
     elapsed
 }
 
+/// The bound under any pool's burst: `calls` futures in one `FuturesUnordered`, as in
+/// [`echo_burst`], each of which goes pending once and is then woken and answered — what every
+/// call to another process does at the least — with no pool, no channel and no other thread:
+/// the answers are handed out on this thread, each with a same-thread wake (cheaper than the
+/// cross-thread wake a real answer costs). The time until every answer is in.
+async fn pending_once_burst(calls: u64) -> Duration {
+    use std::cell::{Cell, RefCell};
+    use std::task::{Poll, Waker};
+
+    struct Slot {
+        answer: Cell<Option<u64>>,
+        waker: Cell<Option<Waker>>,
+    }
+    let slots: Vec<Slot> = (0..calls)
+        .map(|_| Slot {
+            answer: Cell::new(None),
+            waker: Cell::new(None),
+        })
+        .collect();
+    let waiting = RefCell::new(Vec::new());
+    let t = Instant::now();
+    let mut running: FuturesUnordered<_> = (0..calls)
+        .map(|i| {
+            let (slots, waiting) = (&slots, &waiting);
+            futures::future::poll_fn(move |cx| {
+                let slot = &slots[i as usize];
+                match slot.answer.take() {
+                    Some(v) => Poll::Ready((i, v)),
+                    None => {
+                        slot.waker.set(Some(cx.waker().clone()));
+                        waiting.borrow_mut().push(i);
+                        Poll::Pending
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut answered = 0u64;
+    futures::future::poll_fn(|cx| loop {
+        match running.poll_next_unpin(cx) {
+            Poll::Ready(Some((i, v))) => {
+                assert_eq!(i, v);
+                answered += 1;
+            }
+            Poll::Ready(None) => return Poll::Ready(()),
+            Poll::Pending => {
+                let ids = std::mem::take(&mut *waiting.borrow_mut());
+                if ids.is_empty() {
+                    // `FuturesUnordered` yielded and woke itself.
+                    return Poll::Pending;
+                }
+                for i in ids {
+                    let slot = &slots[i as usize];
+                    slot.answer.set(Some(i));
+                    slot.waker.take().expect("a pending call's waker").wake();
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(answered, calls);
+    t.elapsed()
+}
+
+/// The median of 5 [`pending_once_burst`]s after one to warm up, in calls per second.
+async fn pending_once_calls_per_s(calls: u64) -> f64 {
+    pending_once_burst(calls).await;
+    let mut bursts = Vec::new();
+    for _ in 0..5 {
+        bursts.push(pending_once_burst(calls).await);
+    }
+    bursts.sort();
+    calls as f64 / bursts[2].as_secs_f64()
+}
+
 /// Set to a number N: the binary only runs N echo bursts of 100,000 calls (no criterion, no
 /// figures), for a profiler (`perf record`, `valgrind --tool=callgrind`) to watch.
 const PROFILE_ENV: &str = "WORKCREW_BENCH_PROFILE_ECHO";
@@ -996,6 +1091,8 @@ fn main() {
         }
         harness.sort();
         let harness_per_s = calls as f64 / harness[2].as_secs_f64();
+        // The same burst's bound: futures that only go pending once and are woken.
+        let pending_once_per_s = pending_once_calls_per_s(calls).await;
 
         // Batched map: results in order.
         let t = Instant::now();
@@ -1076,6 +1173,15 @@ fn main() {
             println!(
                 "ratio burst_harness_limit/framed_rpc_limit {:.3}",
                 harness_per_s / framed
+            );
+            println!("figure pending_once_limit_calls_per_s {pending_once_per_s:.0} calls/s");
+            println!(
+                "ratio echo/pending_once_limit {:.3}",
+                calls_per_s / pending_once_per_s
+            );
+            println!(
+                "ratio pending_once_limit/framed_rpc_limit {:.3}",
+                pending_once_per_s / framed
             );
             print_us("call_p50_us", p50);
             print_us("call_p99_us", p99);
