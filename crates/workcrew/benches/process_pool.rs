@@ -58,7 +58,8 @@
 //!   more cross-thread wake-up (the connection task runs on the runtime), beside raw and tokio
 //!   round trips made from that thread: `ratio call_p50_block_on/raw_p50`,
 //!   `ratio call_p50_block_on/tokio_raw_p50_block_on`.
-//! - `map_items_per_s`: `map` of 5,000,000 trivial echo items (chunked `CALL_MANY`), in order.
+//! - `map_items_per_s`: `map` of 5,000,000 trivial echo items (chunked `CALL_MANY`), in order;
+//!   `ratio map/framed_rpc_limit`, what batched calls keep of the wire.
 //! - `startup_ms`: from `build()` (2 workers) to the first answered call.
 //! - `cpu_efficiency`: 200 calls of ~10 ms of CPU work on 1 worker, divided by 2 times the same
 //!   on 2 workers (workers announcing concurrency 1, which the pool respects).
@@ -1207,6 +1208,7 @@ fn main() {
                 main_tokio_raw,
             );
             println!("figure map_items_per_s {map_per_s:.0} items/s");
+            println!("ratio map/framed_rpc_limit {:.3}", map_per_s / framed);
             println!("figure startup_ms {:.1} ms", startup.as_secs_f64() * 1e3);
             println!(
                 "ratio cpu_efficiency {:.3}",
