@@ -7,7 +7,8 @@
  *
  * `<module>` is a path (CommonJS or ESM, relative to the working directory) or a package
  * name. `--concurrency N` (or the environment variable `WORKCREW_NODE_CONCURRENCY`; the flag
- * wins) is how many calls the worker holds at once; default 1. See README.md.
+ * wins) is how many calls the worker holds at once; default 1024 when every exported function
+ * is declared `async`, else 1. See README.md.
  *
  * Exit codes: 64 for a bad command line or a module that exports no function, 66 when the
  * module cannot be loaded; then those of `worker.js` (0 after `SHUTDOWN` or at end of file,
@@ -45,7 +46,8 @@ function parseCommandLine(argv, env) {
     }
   }
   if (i >= argv.length) throw new Error('no module given');
-  let n = 1;
+  // Unset: `serve` picks the default from the functions.
+  let n;
   if (concurrency !== undefined && concurrency !== '') {
     n = /^[0-9]+$/.test(concurrency) ? Number(concurrency) : NaN;
     if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${from} must be a whole number of at least 1, not ${JSON.stringify(concurrency)}`);

@@ -61,6 +61,14 @@ const CALL_MANY = 10;
 const CALL_FDS = 11;
 const HEADER_LEN = 13;
 const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
+/**
+ * The concurrency a worker announces when it is not given one and every function it serves is
+ * declared `async`: such calls overlap on the one event loop and cost little to hold, and a deep
+ * window lets the pool carry many calls per read and write (as the Rust SDK's default for async
+ * functions). A worker with any other function announces 1: synchronous code runs one call at a
+ * time on the one thread, so more would only wait inside the worker while another may be free.
+ */
+const DEFAULT_ASYNC_CONCURRENCY = 1024;
 const MIN_MAX_FRAME = 4096;
 /** How long calls may run back to back before the event loop gets a turn, in milliseconds. */
 const SLICE_MS = 5;
@@ -628,25 +636,42 @@ class Session {
   }
 }
 
+/** Whether `fn` is declared `async` (an async function or async arrow function). */
+function isAsyncFunction(fn) {
+  return Object.prototype.toString.call(fn) === '[object AsyncFunction]';
+}
+
+/**
+ * The concurrency announced by default for the functions of `table` (a `Map` of name to
+ * `{ fn, owner }`): `DEFAULT_ASYNC_CONCURRENCY` when every one is declared `async`, else 1. A
+ * plain function that returns a promise counts as synchronous: it cannot be told apart before
+ * it is called; give such a worker its concurrency.
+ */
+function defaultConcurrency(table) {
+  const entries = [...table.values()];
+  return entries.length > 0 && entries.every((e) => isAsyncFunction(e.fn)) ? DEFAULT_ASYNC_CONCURRENCY : 1;
+}
+
 /**
  * Serves `functions` over the channel on `fd` (default 0) until `SHUTDOWN` or end of file, then
  * exits the process (the exit codes are in `EXIT`).
  *
  * `functions` is an object whose own enumerable functions are served by name (`this` is the
  * object), or a `Map` of name to function, or the `Map` `loadFunctions` returns.
- * `options.concurrency` (default 1) is announced in `HELLO`: the pool never has more calls
- * than this unanswered on the worker.
+ * `options.concurrency` is announced in `HELLO`: the pool never has more calls than this
+ * unanswered on the worker. Default: `DEFAULT_ASYNC_CONCURRENCY` (1024) when every function is
+ * declared `async`, else 1 (see `defaultConcurrency`).
  */
 function serve(functions, options = {}) {
-  const concurrency = options.concurrency === undefined ? 1 : options.concurrency;
-  if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
-    throw new RangeError(`concurrency must be a whole number of at least 1, not ${concurrency}`);
-  }
   let table = functions;
   const loaded = table instanceof Map && [...table.values()].every((e) => e !== null && typeof e === 'object' && typeof e.fn === 'function');
   if (!loaded) table = functionTable(functions);
+  const concurrency = options.concurrency === undefined ? defaultConcurrency(table) : options.concurrency;
+  if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
+    throw new RangeError(`concurrency must be a whole number of at least 1, not ${concurrency}`);
+  }
   const session = new Session(table, concurrency, options.fd === undefined ? 0 : options.fd);
   session.start();
 }
 
-module.exports = { serve, loadFunctions, EXIT, PROTOCOL_VERSION, DEFAULT_MAX_FRAME, MIN_MAX_FRAME };
+module.exports = { serve, loadFunctions, defaultConcurrency, EXIT, PROTOCOL_VERSION, DEFAULT_MAX_FRAME, MIN_MAX_FRAME, DEFAULT_ASYNC_CONCURRENCY };

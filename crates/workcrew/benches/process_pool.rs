@@ -68,8 +68,8 @@
 //!   of 1024 like the Rust workers, median of 5 bursts of 100,000 calls after a warm-up one;
 //!   `ratio node_worker/piscina` divides it by piscina's 32,357 calls/s on this machine (a
 //!   constant from issue 9, not measured by this bench: piscina is an npm package). Also
-//!   `node_worker_c1_calls_per_s`, the same with the worker's default concurrency of 1 (one
-//!   call per worker at a time, so each call is a round trip). Without `node` on `PATH` the
+//!   `node_worker_c1_calls_per_s`, the same with a concurrency of 1, the Node worker's default
+//!   for a synchronous function (one call per worker at a time, so each call is a round trip). Without `node` on `PATH` the
 //!   bench prints one `skip` line instead.
 
 //!

@@ -585,6 +585,14 @@ async fn a_worker_never_runs_more_calls_than_the_concurrency_it_announced() {
     assert_eq!(peak_in_flight(by_flag).await, 2);
 }
 
+/// A module of `async` functions only: the worker holds many calls by default (1024), so all
+/// eight run at once; one synchronous function among them (`functions.js`) keeps the default 1
+/// (above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_of_async_functions_holds_many_calls_by_default() {
+    assert_eq!(peak_in_flight(worker("async_functions.js")).await, 8);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_sends_chunks_that_the_worker_runs_in_order() {
     let pool = worker("functions.js").workers(1).build().await.unwrap();

@@ -50,11 +50,16 @@ impl Drop for Worker {
 /// Starts `node serve.js [args] functions.js` with one end of a socket pair as its fd 0, and
 /// reads its `HELLO` (not answered yet).
 async fn spawn(args: &[&str], env: &[(&str, &str)]) -> (Worker, Hello) {
+    spawn_module("functions.js", args, env).await
+}
+
+/// [`spawn`] serving the test module `name`.
+async fn spawn_module(name: &str, args: &[&str], env: &[(&str, &str)]) -> (Worker, Hello) {
     let (ours, theirs) = StdUnixStream::pair().expect("socket pair");
     let child = Command::new(node())
         .arg(serve_js())
         .args(args)
-        .arg(module("functions.js"))
+        .arg(module(name))
         .envs(env.iter().copied())
         .env("WORKCREW_PROTOCOL", "1")
         .stdin(Stdio::from(OwnedFd::from(theirs)))
@@ -233,6 +238,25 @@ async fn hello_announces_json_batches_no_fds_the_pid_and_the_sorted_exports() {
     assert_eq!(hello.concurrency, 5, "the flag wins");
     let (_, hello) = spawn(&["--concurrency=9"], &[]).await;
     assert_eq!(hello.concurrency, 9);
+}
+
+/// Unset, the concurrency fits the functions: 1024 when every one is declared `async`, 1 when
+/// any is synchronous (`functions.js` above; `esm_functions.mjs` mixes both). A setting wins.
+#[tokio::test]
+async fn the_default_concurrency_is_high_only_when_every_function_is_async() {
+    let (_, hello) = spawn_module("async_functions.js", &[], &[]).await;
+    assert_eq!(hello.concurrency, 1024);
+    let (_, hello) = spawn_module("esm_functions.mjs", &[], &[]).await;
+    assert_eq!(hello.concurrency, 1, "a synchronous function among async ones");
+    let (_, hello) = spawn_module(
+        "async_functions.js",
+        &[],
+        &[("WORKCREW_NODE_CONCURRENCY", "3")],
+    )
+    .await;
+    assert_eq!(hello.concurrency, 3);
+    let (_, hello) = spawn_module("async_functions.js", &["-c", "1"], &[]).await;
+    assert_eq!(hello.concurrency, 1);
 }
 
 #[tokio::test]
