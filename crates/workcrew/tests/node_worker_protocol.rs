@@ -247,7 +247,10 @@ async fn the_default_concurrency_is_high_only_when_every_function_is_async() {
     let (_, hello) = spawn_module("async_functions.js", &[], &[]).await;
     assert_eq!(hello.concurrency, 1024);
     let (_, hello) = spawn_module("esm_functions.mjs", &[], &[]).await;
-    assert_eq!(hello.concurrency, 1, "a synchronous function among async ones");
+    assert_eq!(
+        hello.concurrency, 1,
+        "a synchronous function among async ones"
+    );
     let (_, hello) = spawn_module(
         "async_functions.js",
         &[],
