@@ -40,10 +40,12 @@
 //!
 //! A job named `j` lives in eight keys `{prefix:j}:job`, `…:ranges`, `…:lists`,
 //! `…:pending`, `…:claimed`, `…:parked`, `…:failed` and `…:errors` (prefix
-//! default `workcrew`). They share the hash tag `{prefix:j}`, so they would stay
+//! default `workcrew`), and a ninth, `…:floor`, written by a reset: the job's
+//! last fencing token, so the job made again starts above it. They share the hash tag `{prefix:j}`, so they would stay
 //! on one slot of a Redis cluster (the store itself talks to one server). Done ranges are deleted and counted: a job
 //! holds only its open and parked ranges and its failed ids, whatever its size.
-//! [`BatchJob::reset`](workcrew::batch::BatchJob::reset) deletes them all.
+//! [`BatchJob::reset`](workcrew::batch::BatchJob::reset) deletes them all but
+//! `floor` (one short string per job name).
 //!
 //! # Atomic steps
 //!
@@ -58,8 +60,9 @@
 //! Leases are in the server's clock ([`Store::now`](workcrew::batch::Store::now)
 //! is Redis `TIME`), so machines whose clocks disagree still agree on who holds
 //! what. Fencing tokens of a job start from the server's time when it is created,
-//! so a job created again (after a reset, or after the server lost its data)
-//! fences out every holder of the one before.
+//! and above the last token of the job before it when it was reset, so a job
+//! created again (after a reset, or after the server lost its data) fences out
+//! every holder of the one before.
 //!
 //! # Errors and outages
 //!

@@ -27,9 +27,10 @@
 //!   then a transient error the job retries.
 //! - **Time.** [`Store::now`] is the server's `TIME`, so every machine's leases
 //!   agree; scripts take times as arguments and never read a clock, except
-//!   `open`, which seeds the job's fencing tokens with the server's time (so a
-//!   job made again after a reset or a lost dataset fences out every holder of
-//!   the old one).
+//!   `open`, which seeds the job's fencing tokens with the server's time, or
+//!   above the last token of the job before a reset if that is higher (kept in
+//!   the job's `floor` key, which a reset leaves), so a job made again after a
+//!   reset or a lost dataset fences out every holder of the old one.
 //! - **Passwords.** Messages name the store by its URL with the password
 //!   replaced by `***` ([`redact_url`]); error texts are also scrubbed of the
 //!   password in case the server or the driver quotes it.
@@ -72,6 +73,7 @@ struct Scripts {
     failed_ranges: Script,
     failed_ids: Script,
     acquire: Script,
+    reset: Script,
 }
 
 impl Scripts {
@@ -87,13 +89,15 @@ impl Scripts {
             failed_ranges: script!("failed_ranges.lua"),
             failed_ids: script!("failed_ids.lua"),
             acquire: script!("acquire.lua"),
+            reset: script!("reset.lua"),
         }
     }
 }
 
-/// The names of a job's keys, in the order the scripts take them.
-const KEY_NAMES: [&str; 8] = [
-    "job", "ranges", "lists", "pending", "claimed", "parked", "failed", "errors",
+/// The names of a job's keys, in the order the scripts take them. The last, `floor`, outlives
+/// a reset: the job's last fencing token, so the job made again starts above it.
+const KEY_NAMES: [&str; 9] = [
+    "job", "ranges", "lists", "pending", "claimed", "parked", "failed", "errors", "floor",
 ];
 
 /// A batch [`Store`] in Redis: many processes on many machines share a job
@@ -285,7 +289,7 @@ impl RedisStore {
     }
 
     /// The keys of `job`, in the order the scripts take them.
-    fn keys(&self, job: &str) -> [String; 8] {
+    fn keys(&self, job: &str) -> [String; 9] {
         let tag = format!("{{{}:{job}}}", self.inner.prefix);
         KEY_NAMES.map(|name| format!("{tag}:{name}"))
     }
@@ -731,9 +735,8 @@ impl Store for RedisStore {
 
     fn reset<'a>(&'a self, job: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            let mut del = redis::cmd("DEL");
-            del.arg(&self.keys(job)[..]);
-            self.command(&del, "reset", Some(job)).await.map(|_| ())
+            let inv = self.invocation(&self.inner.scripts.reset, job);
+            self.run(inv, "reset", job).await.map(|_| ())
         }
         .boxed()
     }

@@ -184,6 +184,47 @@ async fn a_holder_from_before_a_reset_is_fenced_out() {
     assert_eq!(store.progress("r").await.unwrap().ids_done, 0);
 }
 
+/// Fencing tokens seeded from the clock alone (ms x 1024) would repeat when a job is made
+/// again within the millisecond of its reset, or after it claimed over 1024 ranges per
+/// millisecond: the reset keeps the job's last token and the new job starts above it.
+#[tokio::test]
+async fn a_job_made_again_at_once_hands_out_tokens_above_every_old_one() {
+    let store = support::store().await;
+    store.open(&span("f", 0, 3000, 1)).await.unwrap();
+    let mut highest = 0;
+    let mut claimed = 0;
+    loop {
+        let reply = store
+            .step("f", step("a", T0, 60_000, 1000, vec![]))
+            .await
+            .unwrap();
+        if reply.claimed.is_empty() {
+            break;
+        }
+        claimed += reply.claimed.len();
+        highest = reply
+            .claimed
+            .iter()
+            .map(|l| l.fence)
+            .max()
+            .unwrap()
+            .max(highest);
+    }
+    assert_eq!(claimed, 3000);
+    for _ in 0..3 {
+        store.reset("f").await.unwrap();
+        store.open(&span("f", 0, 3000, 1)).await.unwrap();
+        let lease = store
+            .step("f", step("b", T0, 60_000, 1, vec![]))
+            .await
+            .unwrap()
+            .claimed
+            .remove(0);
+        assert!(lease.fence > highest, "{} > {highest}", lease.fence);
+        highest = lease.fence;
+    }
+}
+
 #[tokio::test]
 async fn a_lease_of_zero_never_hands_a_range_out_twice_in_one_step() {
     let store = support::store().await;
@@ -295,6 +336,10 @@ async fn unreadable_keys_are_corrupt() {
         .unwrap();
     let err = store.progress("c").await.unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::Corrupt, "{err}");
+    // A reset still clears it, and the job starts afresh.
+    store.reset("c").await.unwrap();
+    store.open(&span("c", 0, 100, 10)).await.unwrap();
+    assert_eq!(store.progress("c").await.unwrap().ids_done, 0);
 }
 
 #[tokio::test]
@@ -325,8 +370,8 @@ async fn a_test_store_leaves_no_key_behind() {
     store.reset("k").await.unwrap();
     assert_eq!(
         support::count_keys(&url, &prefix),
-        0,
-        "reset deletes every key"
+        1,
+        "reset deletes every key but the job's fence floor"
     );
     store.open(&span("k", 0, 100, 10)).await.unwrap();
     drop(store);

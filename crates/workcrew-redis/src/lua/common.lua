@@ -15,14 +15,16 @@
 --   KEYS[6] parked   zset: range field, score = range number
 --   KEYS[7] failed   zset: failed id, score 0 (ordered by the id's bytes)
 --   KEYS[8] errors   hash: failed id -> its error
+--   KEYS[9] floor    string: the last fencing token of the job before its reset (kept by a
+--                    reset, so the job made again hands out larger ones)
 --
 -- Ids arrive encoded by the client so that byte order is id order: `i` and 16 hex digits
 -- (an integer with its sign bit flipped), or `s` and the string. Scripts never do arithmetic
 -- on ids (Lua numbers are doubles: exact only up to 2^53); span ranges are stored as their
 -- index k in the span, and the client turns k into ids.
 
-local JOB, RANGES, LISTS, PENDING, CLAIMED, PARKED, FAILED, ERRORS =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local JOB, RANGES, LISTS, PENDING, CLAIMED, PARKED, FAILED, ERRORS, FLOOR =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 
 local ST_PENDING, ST_CLAIMED, ST_PARKED = 0, 1, 3
 

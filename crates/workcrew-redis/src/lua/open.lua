@@ -12,12 +12,18 @@ if j then
   return { 0, j.src, j.kind, j.start, j.end_, j.size, j.cut, j.cursor }
 end
 
--- Fencing tokens start at the server's time in ms times 1024: a job created again (after a
--- reset, or after the server lost its data) hands out tokens larger than any of the job
--- before it (unless that one claimed over 1024 ranges per millisecond of its life), so a
--- holder from before is fenced out. Exact in a double until the year 2250.
+-- Fencing tokens start above the last token of the job before a reset (its `floor`, which the
+-- reset kept), and at least at the server's time in ms times 1024, so a job created again
+-- hands out tokens larger than any of the job before it and a holder from before is fenced
+-- out: after a reset always, even within the same millisecond; after the server lost its
+-- data (and the floor with it), unless the job before claimed over 1024 ranges per
+-- millisecond of its life. Exact in a double until the year 2250.
 local t = redis.call('TIME')
 local fence = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) * 1024
+local floor = tonumber(redis.call('GET', FLOOR) or '0') or 0
+if floor >= fence then
+  fence = floor
+end
 
 j = {
   src = ARGV[1], kind = ARGV[2], cut = 0, next = 0, fence = fence, cursor = false,
