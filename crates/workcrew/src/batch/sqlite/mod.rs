@@ -79,6 +79,15 @@ pub enum Durability {
 /// Several processes on one machine can share a job through the same file.
 /// Cloning is cheap and shares the connection.
 ///
+/// SQLite lets one process write at a time, and each step holds the file's write
+/// lock for a short transaction. A process stopped inside one (a debugger, `SIGSTOP`,
+/// a paused container) holds up every other process's steps until it resumes (up
+/// to the [busy timeout](SqliteStoreBuilder::busy_timeout), then they fail as
+/// busy and retry); their leases may run out meanwhile, and a range taken over
+/// then runs twice, its late report refused by the fence. Share a job between
+/// processes that may be paused through Redis or Postgres, whose steps hold no
+/// lock between a client's calls.
+///
 /// # Examples
 ///
 /// ```
