@@ -15,6 +15,11 @@
 //!   The workers announce a concurrency of 1024 (their `echo` is async, so it costs nothing to
 //!   hold many calls): the pool then keeps 2,048 calls in flight and each write and read carries
 //!   hundreds of frames.
+//! - `echo_in_task_calls_per_s`: the same bursts issued from a runtime task (`tokio::spawn`), as
+//!   a server's request handler issues calls, instead of from `block_on`'s thread;
+//!   `ratio echo_in_task/echo`. It was 0.02–0.05 until a call's wait for its answer stopped
+//!   spending tokio's cooperative budget (a `tokio::sync::oneshot` did: a task's poll then took
+//!   128 answers and spun on the rest; now `futures::channel::oneshot`).
 //! - `echo_default_calls_per_s`: the same bursts to workers that set no concurrency (an async
 //!   echo and the SDK's default, 1,024 for async functions); `ratio echo_default/echo`.
 //! - `framed_rpc_limit_calls_per_s`: the same trivial round trips without a pool — 20-byte frames
@@ -1083,6 +1088,13 @@ fn main() {
         // Throughput: all calls issued at once, answers taken as they come;
         // the median of 5 bursts, after one to warm up (as criterion does).
         let calls_per_s = echo_calls_per_s(&p, calls).await;
+        // The same from a runtime task, as a server's request handler issues them.
+        let in_task_per_s = {
+            let p = p.clone();
+            tokio::spawn(async move { echo_calls_per_s(&p, calls).await })
+                .await
+                .unwrap()
+        };
 
         // The burst with a pool that costs nothing: the harness's own ceiling.
         harness_burst(calls).await;
@@ -1159,6 +1171,8 @@ fn main() {
 
         if benchmarking {
             println!("figure echo_calls_per_s {calls_per_s:.0} calls/s");
+            println!("figure echo_in_task_calls_per_s {in_task_per_s:.0} calls/s");
+            println!("ratio echo_in_task/echo {:.3}", in_task_per_s / calls_per_s);
             println!("figure echo_default_calls_per_s {default_calls_per_s:.0} calls/s");
             println!(
                 "ratio echo_default/echo {:.3}",

@@ -74,6 +74,67 @@ async fn calls_return_values_and_typed_errors() {
     ));
 }
 
+/// Calls whose answers are already in all complete in one poll of the caller's task: a call's
+/// wait for its answer spends none of tokio's cooperative budget (128 operations per task
+/// poll). When it did (a `tokio::sync::oneshot`), many calls in one `FuturesUnordered` or
+/// `join_all` inside a task took 128 answers per poll and spun on the rest: bursts from a task
+/// ran 20-40 times slower than from `block_on` (`echo_in_task` in the process pool bench).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_calls_all_complete_in_one_poll_of_the_callers_task() {
+    let pool = pool(2).await;
+    let pids = pool.worker_pids();
+    let in_task = pool.clone();
+    let (in_one_poll, values) = tokio::spawn(async move {
+        let pool = in_task;
+        let n = 500u32;
+        let mut calls: Vec<_> = (0..n)
+            .map(|i| {
+                let pool = &pool;
+                Box::pin(async move { pool.call::<_, u32>("echo", &i).await })
+            })
+            .collect();
+        // Each call is sent when first polled.
+        for call in &mut calls {
+            assert!(futures::poll!(call.as_mut()).is_pending());
+        }
+        // Then, without polling them, until the pool holds none (every answer read).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats = pool.stats();
+            if stats.in_flight + stats.queued == 0 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // One pass, in one poll of this task (no await that yields in between).
+        let mut values = vec![None; calls.len()];
+        let mut in_one_poll = 0;
+        for (i, call) in calls.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(v) = futures::poll!(call.as_mut()) {
+                values[i] = Some(v.unwrap());
+                in_one_poll += 1;
+            }
+        }
+        for (i, call) in calls.iter_mut().enumerate() {
+            if values[i].is_none() {
+                values[i] = Some(call.await.unwrap());
+            }
+        }
+        (in_one_poll, values)
+    })
+    .await
+    .unwrap();
+    assert!(
+        in_one_poll > 128,
+        "{in_one_poll} of 500 answered calls completed in one poll of their task"
+    );
+    assert!(values.iter().enumerate().all(|(i, v)| *v == Some(i as u32)));
+    pool.stop().await;
+    assert!(all_gone(&pids).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_spreads_over_the_workers() {
     let pool = pool(2).await;
