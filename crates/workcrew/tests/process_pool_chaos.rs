@@ -1,5 +1,6 @@
 //! Chaos: while a stream of calls runs through the pool, random workers of the pool are killed
-//! with `SIGKILL` every 50 to 200 ms. Every call must settle (with its value, or as lost when
+//! with `SIGKILL`, one every 1,000 to 4,000 settled calls (counted in calls, not time, so a
+//! faster pool meets as many kills). Every call must settle (with its value, or as lost when
 //! its worker was killed holding it), the pool must come back to `min` workers, and no worker
 //! process and no file descriptor may be left once it stops.
 //!
@@ -12,7 +13,6 @@
 //! file descriptors).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,34 +102,13 @@ async fn chaos(calls: u64) -> Outcome {
         });
     }
 
-    let done = Arc::new(AtomicBool::new(false));
-    let kills = Arc::new(AtomicU64::new(0));
-    let killer = {
-        let (pool, done, kills) = (pool.clone(), Arc::clone(&done), Arc::clone(&kills));
-        tokio::spawn(async move {
-            let seed = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64;
-            let mut rng = Rng(seed | 1);
-            while !done.load(Ordering::Acquire) {
-                tokio::time::sleep(Duration::from_millis(50 + rng.below(151))).await;
-                let pids = pool.worker_pids();
-                if pids.is_empty() {
-                    continue;
-                }
-                let pid = pids[rng.below(pids.len() as u64) as usize];
-                if !is_our_child(pid) {
-                    continue;
-                }
-                let target = rustix::process::Pid::from_raw(pid as i32).unwrap();
-                if rustix::process::kill_process(target, rustix::process::Signal::KILL).is_ok() {
-                    kills.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
-    };
-
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut rng = Rng(seed | 1);
+    let mut kills = 0u64;
+    let mut next_kill = 1_000 + rng.below(3_001);
     let (mut ok, mut lost) = (0u64, 0u64);
     let drive = async {
         let mut running = FuturesUnordered::new();
@@ -152,13 +131,15 @@ async fn chaos(calls: u64) -> Outcome {
                 Err(CallError::WorkerLost { .. }) => lost += 1,
                 Err(other) => panic!("call {n} failed with {other:?}"),
             }
+            if ok + lost >= next_kill {
+                next_kill = ok + lost + 1_000 + rng.below(3_001);
+                kills += u64::from(kill_one(&pool, &mut rng));
+            }
         }
     };
     // Generous: a debug build on a loaded machine; a hang fails here instead of never ending.
     within("the calls", Duration::from_secs(600), drive).await;
-    done.store(true, Ordering::Release);
-    killer.await.unwrap();
-    assert_eq!(ok + lost, calls, "every call settled");
+    assert_eq!(ok + lost, calls, "every call settled (seed {seed})");
 
     // Back to `min`, nothing in flight or queued.
     let start = std::time::Instant::now();
@@ -187,11 +168,22 @@ async fn chaos(calls: u64) -> Outcome {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(open_fds(), fds_before, "file descriptors leaked");
-    Outcome {
-        ok,
-        lost,
-        kills: kills.load(Ordering::Relaxed),
+    Outcome { ok, lost, kills }
+}
+
+/// SIGKILLs one of the pool's workers, picked at random, if it is still our child: whether one
+/// was killed.
+fn kill_one(pool: &ProcessPool, rng: &mut Rng) -> bool {
+    let pids = pool.worker_pids();
+    if pids.is_empty() {
+        return false;
     }
+    let pid = pids[rng.below(pids.len() as u64) as usize];
+    if !is_our_child(pid) {
+        return false;
+    }
+    let target = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(target, rustix::process::Signal::KILL).is_ok()
 }
 
 /// Workers were killed, and each kill lost at most the calls one worker may hold (its
