@@ -110,18 +110,24 @@
 //! `map_items_per_s` is 21–26M items/s, 0.6–0.7 of the framed limit.
 //!
 //! The bound under it (2026-12-03, another machine: AMD EPYC, framed limit 53–68M calls/s,
-//! three runs): 100,000 futures that do nothing but go pending once and be woken from their
+//! six runs): 100,000 futures that do nothing but go pending once and be woken from their
 //! own thread — no pool, no channel, no allocation of their own, no other thread, no wire and
-//! no worker — come in at 6.5–6.9M calls/s, `ratio pending_once_limit/framed_rpc_limit`
-//! 0.121, 0.104, 0.099. A call to a worker process pays at least that on the caller's thread,
+//! no worker — come in at 6.2–6.9M calls/s, `ratio pending_once_limit/framed_rpc_limit`
+//! 0.091–0.121. A call to a worker process pays at least that on the caller's thread,
 //! and the pool's connection tasks and the two worker processes share the same two cores, so
 //! 0.10 of the framed limit is out of reach for separate call futures issued this way by
 //! construction, not by a cost the pool could remove. The pool keeps 0.31–0.34 of that bound
-//! (`ratio echo/pending_once_limit`) and 0.65–0.67 of the harness ceiling; echo/framed was
-//! 0.038, 0.035, 0.032. Per call in a burst (callgrind, 200,000 calls): the caller's thread
-//! about 2,700 instructions (the bench's `FuturesUnordered` about 900 of them, `malloc` and
+//! (`ratio echo/pending_once_limit`) and 0.59–0.67 of the harness ceiling; echo/framed was
+//! 0.028–0.038. Per call in a burst (callgrind, 200,000 calls): the caller's thread
+//! about 2,700 instructions (the bench's `FuturesUnordered` about 800 of them, `malloc` and
 //! `free` of the future's node and the answer's `oneshot` about 700), the two connection
 //! tasks about 1,200, the worker about 1,400.
+//!
+//! The same burst from a runtime task ran at 0.04–0.10M calls/s, 20–40 times slower, until the
+//! answer's channel changed: tokio's `oneshot` spends the task's cooperative budget (128
+//! operations per poll), so each poll of the task took 128 answers and `FuturesUnordered` spun
+//! on the rest (futures-rs issue 2053). With `futures::channel::oneshot` the call's wait spends
+//! none: `ratio echo_in_task/echo` 0.83–0.93.
 //!
 //! **Latency** (`perf stat`, 40,000 calls one at a time, pinned): a round trip costs about as
 //! much CPU as it takes time — it is serial — and most of it is the kernel's wake-up path
