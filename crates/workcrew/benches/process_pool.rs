@@ -20,6 +20,12 @@
 //!   `ratio echo_in_task/echo`. It was 0.02–0.05 until a call's wait for its answer stopped
 //!   spending tokio's cooperative budget (a `tokio::sync::oneshot` did: a task's poll then took
 //!   128 answers and spun on the rest; now `futures::channel::oneshot`).
+//! - `echo_timed_calls_per_s`: the same bursts with a deadline on every call (the pool's
+//!   `call_timeout`, 60 s, never reached); `ratio echo_timed/echo`. A timed call waits in the
+//!   same hand-written future as an untimed one, plus one boxed tokio `Sleep` (its timer
+//!   registered and cleared: about 1,100 instructions per call on the caller's thread); it
+//!   went through boxed `async` blocks and a `select!` before, about 2,100 (0.8M calls/s
+//!   against 1.9M untimed, measured outside the bench).
 //! - `echo_default_calls_per_s`: the same bursts to workers that set no concurrency (an async
 //!   echo and the SDK's default, 1,024 for async functions); `ratio echo_default/echo`.
 //! - `framed_rpc_limit_calls_per_s`: the same trivial round trips without a pool — 20-byte frames
@@ -1135,6 +1141,17 @@ fn main() {
 
         p.stop().await;
 
+        // The same burst with a deadline on every call (the pool's `call_timeout`).
+        let timed = ProcessPool::builder(std::env::current_exe().unwrap())
+            .env(MODE_ENV, "worker")
+            .workers(2)
+            .call_timeout(Duration::from_secs(60))
+            .build()
+            .await
+            .expect("bench workers start");
+        let timed_calls_per_s = echo_calls_per_s(&timed, calls).await;
+        timed.stop().await;
+
         // The same burst to workers that set no concurrency (the SDK's default).
         let defaults = pool(2, "worker_default").await;
         let default_calls_per_s = echo_calls_per_s(&defaults, calls).await;
@@ -1179,6 +1196,11 @@ fn main() {
             println!("figure echo_calls_per_s {calls_per_s:.0} calls/s");
             println!("figure echo_in_task_calls_per_s {in_task_per_s:.0} calls/s");
             println!("ratio echo_in_task/echo {:.3}", in_task_per_s / calls_per_s);
+            println!("figure echo_timed_calls_per_s {timed_calls_per_s:.0} calls/s");
+            println!(
+                "ratio echo_timed/echo {:.3}",
+                timed_calls_per_s / calls_per_s
+            );
             println!("figure echo_default_calls_per_s {default_calls_per_s:.0} calls/s");
             println!(
                 "ratio echo_default/echo {:.3}",

@@ -470,6 +470,43 @@ async fn a_full_queue_fails_try_call_at_once_and_makes_call_wait_for_room() {
     run.finish().await;
 }
 
+/// A call with a timeout that waits for room in a full queue: the deadline counts from its
+/// start, so it fails with `TimedOut` while still waiting and never reaches the worker; the
+/// calls ahead of it are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_for_room_times_out_and_never_reaches_the_worker() {
+    let run = run(worker()
+        .workers(1)
+        .env("TEST_CONCURRENCY", "1")
+        .queue_capacity(1))
+    .await;
+    let pool = &run.pool;
+    let running = spawn_call::<String>(pool, "sleep", json!(0.5));
+    until("the first call runs", || pool.stats().busy == 1).await;
+    let queued = spawn_call::<String>(pool, "sleep", json!(0.1));
+    until("the second call queues", || pool.stats().queued == 1).await;
+
+    let options = CallOptions::new().timeout(Duration::from_millis(100));
+    let err = within(
+        "a call waiting for room",
+        BOUND,
+        pool.call_with::<_, String>("echo", "too late", &options),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert_eq!(settle(running).await.0.unwrap(), "slept");
+    assert_eq!(settle(queued).await.0.unwrap(), "slept");
+    let seen = seen(pool).await;
+    assert!(
+        received(&seen, &json!("too late")).is_empty(),
+        "the timed-out call reached the worker: {seen}"
+    );
+    let s = pool.stats();
+    assert_eq!((s.queued, s.in_flight, s.timed_out), (0, 0, 1), "{s:?}");
+    run.finish().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Elasticity and idle reaping
 // ---------------------------------------------------------------------------------------------
