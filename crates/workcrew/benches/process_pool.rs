@@ -116,15 +116,15 @@
 //! `map_items_per_s` is 21–26M items/s, 0.6–0.7 of the framed limit.
 //!
 //! The bound under it (2026-12-03, another machine: AMD EPYC, framed limit 53–68M calls/s,
-//! six runs): 100,000 futures that do nothing but go pending once and be woken from their
+//! nine runs): 100,000 futures that do nothing but go pending once and be woken from their
 //! own thread — no pool, no channel, no allocation of their own, no other thread, no wire and
 //! no worker — come in at 6.2–6.9M calls/s, `ratio pending_once_limit/framed_rpc_limit`
 //! 0.091–0.121. A call to a worker process pays at least that on the caller's thread,
 //! and the pool's connection tasks and the two worker processes share the same two cores, so
 //! 0.10 of the framed limit is out of reach for separate call futures issued this way by
-//! construction, not by a cost the pool could remove. The pool keeps 0.31–0.34 of that bound
+//! construction, not by a cost the pool could remove. The pool keeps 0.26–0.34 of that bound
 //! (`ratio echo/pending_once_limit`) and 0.59–0.67 of the harness ceiling; echo/framed was
-//! 0.028–0.038. Per call in a burst (callgrind, 200,000 calls): the caller's thread
+//! 0.026–0.038. Per call in a burst (callgrind, 200,000 calls): the caller's thread
 //! about 2,700 instructions (the bench's `FuturesUnordered` about 800 of them, `malloc` and
 //! `free` of the future's node and the answer's `oneshot` about 700), the two connection
 //! tasks about 1,200, the worker about 1,400.
