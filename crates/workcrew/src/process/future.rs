@@ -10,8 +10,9 @@
 //! queue — runs in a boxed `async` block instead, so it costs nothing to the
 //! calls that do not use it. (Timed calls went that way too, at about 2,100
 //! more instructions per call than untimed ones: a 100,000-call burst with the
-//! pool's `call_timeout` set ran at 0.8M calls/s against 1.9M without.) A future dropped while its call is out sends
-//! `CANCEL` (a queued call is skipped instead, see `state`).
+//! pool's `call_timeout` set ran at 0.8M calls/s against 1.9M without.) A
+//! future dropped while its call is out sends `CANCEL` (a queued call is
+//! skipped instead, see `state`).
 //!
 //! The answer comes through a `futures::channel::oneshot`, not tokio's: tokio's
 //! spends the task's cooperative budget (128 per poll), and thousands of calls
@@ -69,7 +70,7 @@ enum Step<'a, A: ?Sized> {
         timeout: Duration,
         deadline: Pin<Box<tokio::time::Sleep>>,
     },
-    /// A deadline, a token or a full queue: the general path.
+    /// A token, or a full queue: the general path.
     Slow(Pin<Box<dyn Future<Output = Result<Payload, CallError>> + Send + 'a>>),
     Done,
 }
