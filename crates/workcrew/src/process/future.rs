@@ -57,18 +57,12 @@ enum Step<'a, A: ?Sized> {
         args: &'a A,
         options: &'a CallOptions,
     },
-    /// Submitted; waiting for the answer.
+    /// Submitted; waiting for the answer, and for the deadline if it has a timeout (the
+    /// timeout and its timer), whichever comes first (the answer when both are there).
     Waiting {
         id: u64,
         answer: oneshot::Receiver<Reply>,
-    },
-    /// Submitted with a deadline (a timeout, no token); waiting for the answer or the
-    /// deadline, whichever comes first (the answer when both are there).
-    Timed {
-        id: u64,
-        answer: oneshot::Receiver<Reply>,
-        timeout: Duration,
-        deadline: Pin<Box<tokio::time::Sleep>>,
+        deadline: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
     },
     /// A token, or a full queue: the general path.
     Slow(Pin<Box<dyn Future<Output = Result<Payload, CallError>> + Send + 'a>>),
@@ -117,15 +111,17 @@ impl<'a, A: ?Sized, R> CallFuture<'a, A, R> {
         match pool.enqueue(&name, payload, false, Vec::new(), options) {
             Err(e) => Some(Err(e)),
             Ok(Enqueued::Taken(id, started, answer)) => {
-                self.state = match timeout {
-                    None => Step::Waiting { id, answer },
-                    // The deadline counts from the call's start, as in `answer_or_give_up`.
-                    Some(timeout) => Step::Timed {
-                        id,
-                        answer,
+                // The deadline counts from the call's start, as in `answer_or_give_up`.
+                let deadline = timeout.map(|timeout| {
+                    (
                         timeout,
-                        deadline: Box::pin(tokio::time::sleep_until(started + timeout)),
-                    },
+                        Box::pin(tokio::time::sleep_until(started + timeout)),
+                    )
+                });
+                self.state = Step::Waiting {
+                    id,
+                    answer,
+                    deadline,
                 };
                 None
             }
@@ -157,40 +153,35 @@ where
                     let (args, options) = (*args, *options);
                     this.start(args, options)
                 }
-                Step::Waiting { id, answer } => match Pin::new(answer).poll(cx) {
-                    Poll::Pending => return Poll::Pending,
+                Step::Waiting {
+                    id,
+                    answer,
+                    deadline,
+                } => match Pin::new(answer).poll(cx) {
                     Poll::Ready(answer) => {
                         let id = *id;
                         // Answered: nothing to cancel on drop any more.
                         this.state = Step::Done;
                         Some(answer_of(answer, this.function, id, false))
                     }
-                },
-                Step::Timed {
-                    id,
-                    answer,
-                    timeout,
-                    deadline,
-                } => match Pin::new(answer).poll(cx) {
-                    Poll::Ready(answer) => {
-                        let id = *id;
-                        this.state = Step::Done;
-                        Some(answer_of(answer, this.function, id, false))
-                    }
-                    Poll::Pending => match deadline.as_mut().poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(()) => {
-                            let (id, timeout) = (*id, *timeout);
-                            // Withdrawn if still queued (its receiver goes with the state),
-                            // else told to cancel and its worker killed after the grace.
-                            this.pool.inner.cancel(id);
-                            this.state = Step::Done;
-                            Some(Err(CallError::TimedOut {
-                                function: this.function.to_owned(),
-                                call_id: id,
-                                timeout,
-                            }))
-                        }
+                    Poll::Pending => match deadline {
+                        Some((timeout, timer)) => match timer.as_mut().poll(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(()) => {
+                                let (id, timeout) = (*id, *timeout);
+                                // Withdrawn if still queued (its receiver goes with the
+                                // state), else told to cancel and its worker killed after
+                                // the grace.
+                                this.pool.inner.cancel(id);
+                                this.state = Step::Done;
+                                Some(Err(CallError::TimedOut {
+                                    function: this.function.to_owned(),
+                                    call_id: id,
+                                    timeout,
+                                }))
+                            }
+                        },
+                        None => return Poll::Pending,
                     },
                 },
                 Step::Slow(f) => match f.as_mut().poll(cx) {
@@ -213,7 +204,7 @@ impl<A: ?Sized, R> Drop for CallFuture<'_, A, R> {
     /// A call given up before its answer: withdrawn if still queued, cancelled (then its
     /// worker killed after the cancel grace if it does not answer) if sent.
     fn drop(&mut self) {
-        if let Step::Waiting { id, .. } | Step::Timed { id, .. } = self.state {
+        if let Step::Waiting { id, .. } = self.state {
             self.pool.inner.cancel(id);
             self.pool.inner.counters.dropped();
         }
