@@ -370,27 +370,19 @@ async fn run_faulty(
 }
 
 /// Milliseconds since the Unix epoch: the time stamp of a log line.
-fn now_ms() -> u128 {
+fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-type Line = (char, u64, i64, i64);
+/// A log line: kind, range, first id, end id, time (ms since the epoch).
+type Line = (char, u64, i64, i64, u64);
 
-/// The time stamps (ms since the epoch) of a log's lines, in order.
-fn line_times(path: &Path) -> Vec<u64> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut times: Vec<u64> = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4)?.parse().ok())
-        .collect();
+/// The longest gap between the times of consecutive `lines`.
+fn longest_pause(lines: &[Line]) -> u64 {
+    let mut times: Vec<u64> = lines.iter().map(|l| l.4).collect();
     times.sort_unstable();
-    times
-}
-
-/// The longest gap between consecutive `times`.
-fn longest_pause(times: &[u64]) -> u64 {
     times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
 }
 
@@ -403,7 +395,8 @@ fn read_log(path: &Path) -> Vec<Line> {
             let range = parts.next()?.parse().ok()?;
             let start = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
             let end = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-            Some((kind, range, start, end))
+            let time = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            Some((kind, range, start, end, time))
         })
         .collect()
 }
@@ -428,23 +421,23 @@ fn open_ranges(lines: &[Line]) -> BTreeSet<u64> {
 async fn check(store: &dyn Store, job: &str, logs: &[PathBuf], s: &Scenario) -> Report {
     let mut count: BTreeMap<i64, u32> = BTreeMap::new();
     let mut report = Report::default();
-    let faulty: Vec<Line> = read_log(&logs[0]);
-    let faulty_ids: BTreeSet<i64> = faulty
+    let lines: Vec<Vec<Line>> = logs.iter().map(|log| read_log(log)).collect();
+    let faulty_ids: BTreeSet<i64> = lines[0]
         .iter()
         .filter(|l| l.0 == 'S')
         .flat_map(|l| l.2..l.3)
         .collect();
     report.faulty_started_ids = faulty_ids.len() as u64;
-    report.others_longest_pause_ms = logs[1..]
+    report.others_longest_pause_ms = lines[1..]
         .iter()
-        .map(|log| longest_pause(&line_times(log)))
+        .map(|log| longest_pause(log))
         .max()
         .unwrap_or(0);
     // Who ran each id (log, range), and which ranges each log was fenced out of.
     let mut ran_by: BTreeMap<i64, Vec<(usize, u64)>> = BTreeMap::new();
     let mut fenced: BTreeSet<(usize, u64)> = BTreeSet::new();
-    for (i, log) in logs.iter().enumerate() {
-        for (kind, range, start, end) in read_log(log) {
+    for (i, log) in lines.iter().enumerate() {
+        for &(kind, range, start, end, _) in log {
             match kind {
                 'D' => {
                     for id in start..end {
