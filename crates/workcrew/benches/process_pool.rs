@@ -879,17 +879,6 @@ async fn pending_once_burst(calls: u64) -> Duration {
     t.elapsed()
 }
 
-/// The median of 5 [`pending_once_burst`]s after one to warm up, in calls per second.
-async fn pending_once_calls_per_s(calls: u64) -> f64 {
-    pending_once_burst(calls).await;
-    let mut bursts = Vec::new();
-    for _ in 0..5 {
-        bursts.push(pending_once_burst(calls).await);
-    }
-    bursts.sort();
-    calls as f64 / bursts[2].as_secs_f64()
-}
-
 /// Set to a number N: the binary only runs N echo bursts of 100,000 calls (no criterion, no
 /// figures), for a profiler (`perf record`, `valgrind --tool=callgrind`) to watch.
 const PROFILE_ENV: &str = "WORKCREW_BENCH_PROFILE_ECHO";
@@ -996,12 +985,17 @@ fn bench_criterion(c: &mut Criterion, rt: &tokio::runtime::Runtime, p: &ProcessP
 }
 
 async fn pool(workers: usize, mode: &str) -> ProcessPool {
-    ProcessPool::builder(std::env::current_exe().unwrap())
-        .env(MODE_ENV, mode)
-        .workers(workers)
+    pool_builder(workers, mode)
         .build()
         .await
         .expect("bench workers start")
+}
+
+/// `workers` workers of this binary in `mode` ([`MODE_ENV`]), to be built.
+fn pool_builder(workers: usize, mode: &str) -> workcrew::process::ProcessPoolBuilder {
+    ProcessPool::builder(std::env::current_exe().unwrap())
+        .env(MODE_ENV, mode)
+        .workers(workers)
 }
 
 /// The real `node` executable, or why there is none.
@@ -1031,10 +1025,19 @@ async fn node_pool(node: &std::path::Path, concurrency: u32) -> ProcessPool {
 
 /// Echo calls per second: the median of 5 bursts of `calls`, after one to warm up.
 async fn echo_calls_per_s(p: &ProcessPool, calls: u64) -> f64 {
-    echo_burst(p, calls).await;
+    median_calls_per_s(calls, || echo_burst(p, calls)).await
+}
+
+/// Calls per second of the median of 5 `burst`s of `calls`, after one to warm up (as criterion
+/// does).
+async fn median_calls_per_s<F>(calls: u64, mut burst: impl FnMut() -> F) -> f64
+where
+    F: std::future::Future<Output = Duration>,
+{
+    burst().await;
     let mut bursts = Vec::new();
     for _ in 0..5 {
-        bursts.push(echo_burst(p, calls).await);
+        bursts.push(burst().await);
     }
     bursts.sort();
     calls as f64 / bursts[2].as_secs_f64()
@@ -1109,15 +1112,9 @@ fn main() {
         };
 
         // The burst with a pool that costs nothing: the harness's own ceiling.
-        harness_burst(calls).await;
-        let mut harness: Vec<Duration> = Vec::new();
-        for _ in 0..5 {
-            harness.push(harness_burst(calls).await);
-        }
-        harness.sort();
-        let harness_per_s = calls as f64 / harness[2].as_secs_f64();
+        let harness_per_s = median_calls_per_s(calls, || harness_burst(calls)).await;
         // The same burst's bound: futures that only go pending once and are woken.
-        let pending_once_per_s = pending_once_calls_per_s(calls).await;
+        let pending_once_per_s = median_calls_per_s(calls, || pending_once_burst(calls)).await;
 
         // Batched map: results in order.
         let t = Instant::now();
@@ -1142,9 +1139,7 @@ fn main() {
         p.stop().await;
 
         // The same burst with a deadline on every call (the pool's `call_timeout`).
-        let timed = ProcessPool::builder(std::env::current_exe().unwrap())
-            .env(MODE_ENV, "worker")
-            .workers(2)
+        let timed = pool_builder(2, "worker")
             .call_timeout(Duration::from_secs(60))
             .build()
             .await
