@@ -430,10 +430,13 @@ async fn max_per_worker_caps_calls_below_the_announced_concurrency() {
     capped.finish().await;
 }
 
-/// Seed bug "no queue": with the worker busy and the bounded queue full, `try_call` fails at
-/// once with `QueueFull`, and `call` waits for room and then succeeds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_queue_fails_try_call_at_once_and_makes_call_wait_for_room() {
+/// One worker of concurrency 1 and a queue of 1, both full: a call of 0.5 s running and one of
+/// 0.1 s queued behind it (their handles, in that order).
+async fn full_queue() -> (
+    Run,
+    JoinHandle<(Result<String, CallError>, Instant)>,
+    JoinHandle<(Result<String, CallError>, Instant)>,
+) {
     let run = run(worker()
         .workers(1)
         .env("TEST_CONCURRENCY", "1")
@@ -444,6 +447,15 @@ async fn a_full_queue_fails_try_call_at_once_and_makes_call_wait_for_room() {
     until("the first call runs", || pool.stats().busy == 1).await;
     let queued = spawn_call::<String>(pool, "sleep", json!(0.1));
     until("the second call queues", || pool.stats().queued == 1).await;
+    (run, running, queued)
+}
+
+/// Seed bug "no queue": with the worker busy and the bounded queue full, `try_call` fails at
+/// once with `QueueFull`, and `call` waits for room and then succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_fails_try_call_at_once_and_makes_call_wait_for_room() {
+    let (run, running, queued) = full_queue().await;
+    let pool = &run.pool;
 
     let err = within(
         "try_call on a full queue",
@@ -475,16 +487,8 @@ async fn a_full_queue_fails_try_call_at_once_and_makes_call_wait_for_room() {
 /// calls ahead of it are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_waiting_for_room_times_out_and_never_reaches_the_worker() {
-    let run = run(worker()
-        .workers(1)
-        .env("TEST_CONCURRENCY", "1")
-        .queue_capacity(1))
-    .await;
+    let (run, running, queued) = full_queue().await;
     let pool = &run.pool;
-    let running = spawn_call::<String>(pool, "sleep", json!(0.5));
-    until("the first call runs", || pool.stats().busy == 1).await;
-    let queued = spawn_call::<String>(pool, "sleep", json!(0.1));
-    until("the second call queues", || pool.stats().queued == 1).await;
 
     let options = CallOptions::new().timeout(Duration::from_millis(100));
     let err = within(
