@@ -41,8 +41,9 @@
 //! A job named `j` lives in eight keys `{prefix:j}:job`, `…:ranges`, `…:lists`,
 //! `…:pending`, `…:claimed`, `…:parked`, `…:failed` and `…:errors` (prefix
 //! default `workcrew`), and a ninth, `…:floor`, written by a reset: the job's
-//! last fencing token, so the job made again starts above it. They share the hash tag `{prefix:j}`, so they would stay
-//! on one slot of a Redis cluster (the store itself talks to one server). Done ranges are deleted and counted: a job
+//! last fencing token, so the job made again starts above it. They share the
+//! hash tag `{prefix:j}`, so they would stay on one slot of a Redis cluster (the
+//! store itself talks to one server). Done ranges are deleted and counted: a job
 //! holds only its open and parked ranges and its failed ids, whatever its size.
 //! [`BatchJob::reset`](workcrew::batch::BatchJob::reset) deletes them all but
 //! `floor` (one short string per job name).
